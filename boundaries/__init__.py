@@ -1,0 +1,1 @@
+"""Boundary files in, valid WGS84 polygons and a spatial index out."""

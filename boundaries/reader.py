@@ -1,0 +1,324 @@
+"""Read boundary files (GeoJSON, ESRI Shapefile, GeoPackage) into valid WGS84 polygons.
+
+Whatever the source CRS, geometries come out in WGS84 longitude/latitude (x = longitude), split at
+the antimeridian and repaired, each with notes on what was done. A problem with the file as a whole
+raises ``BoundaryFileError`` before anything is returned; a problem with one feature's geometry is
+kept as a note on that feature (its geometry is then ``None``), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fiona
+import fiona.transform
+import numpy as np
+import shapely
+from fiona.crs import CRS
+from numpy.typing import NDArray
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+from boundaries.repair import REPAIRED, polygonal_parts, repair_polygonal, split_antimeridian
+from resolver.errors import BoundaryFileError
+
+__all__ = ["BoundaryFeature", "BoundaryReport", "count_features", "read_boundaries"]
+
+#: Target CRS; fiona uses the traditional GIS axis order, so x is the longitude.
+WGS84 = "EPSG:4326"
+
+_LISTED = 10  # how many offending ids or features an error message names
+
+
+@dataclass(frozen=True)
+class BoundaryFeature:
+    """One feature of a boundary file: WGS84, valid (multi)polygon or ``None``, with notes."""
+
+    id: str
+    name: str
+    geometry: BaseGeometry | None
+    properties: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class BoundaryReport:
+    """What a boundary file holds, and what had to be done to it."""
+
+    path: str
+    source_crs: str
+    features: list[BoundaryFeature]
+
+    @property
+    def repaired(self) -> list[BoundaryFeature]:
+        """Features whose geometry was changed to make it usable (split, made valid, trimmed)."""
+        return [f for f in self.features if any(REPAIRED in note for note in f.notes)]
+
+    @property
+    def without_geometry(self) -> list[BoundaryFeature]:
+        """Features kept without a geometry; their notes say why."""
+        return [f for f in self.features if f.geometry is None]
+
+
+def count_features(path: str | os.PathLike[str], *, layer: str | None = None) -> int:
+    """The number of features in the file's layer (for a progress bar)."""
+    where = _existing(path)
+    with _open(where, layer) as source:
+        return len(source)
+
+
+def read_boundaries(
+    path: str | os.PathLike[str],
+    *,
+    id_field: str,
+    name_field: str,
+    layer: str | None = None,
+    assume_crs: str | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> BoundaryReport:
+    """Read every feature of a boundary file as WGS84, split at ±180 and repaired.
+
+    ``assume_crs`` (e.g. ``"EPSG:2227"``) is the CRS of a file that declares none, such as a
+    shapefile without its ``.prj``; naming a CRS other than the one the file declares is an error.
+    ``progress`` is called with ``1`` after each feature is read.
+    """
+    where = _existing(path)
+    name = str(path)
+    with _open(where, layer) as source:
+        crs = _source_crs(source, name, assume_crs)
+        _check_fields(source, name, id_field, name_field)
+        if source.schema.get("geometry") == "None":
+            raise BoundaryFileError(name, "not a boundary file: it has no geometry column")
+        raw: list[tuple[Any, Any, dict[str, Any], BaseGeometry | None, str | None]] = []
+        try:
+            for number, feature in enumerate(source, start=1):
+                properties = dict(feature.properties)
+                geometry, problem = _shape(feature.geometry)
+                raw.append(
+                    (properties.get(id_field), properties.get(name_field), properties, geometry, problem)
+                )
+                if progress is not None:
+                    progress(1)
+        except (fiona.errors.FionaError, OSError, ValueError) as exc:
+            raise BoundaryFileError(name, f"cannot read feature #{len(raw) + 1}: {exc}") from exc
+
+    ids = [_as_id(item[0]) for item in raw]
+    _check_ids(name, ids, [_as_text(item[1]) for item in raw])
+    geometries = [item[3] for item in raw]
+    found = Counter(g.geom_type for g in geometries if g is not None)
+    if not any(polygonal_parts(g) for g in geometries if g is not None):
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(found.items())) or "no geometries"
+        raise BoundaryFileError(name, f"not a boundary file: no polygon features (found {kinds})")
+    if not _is_wgs84(crs):
+        geometries = _reproject(geometries, crs, name)
+    _check_range(name, ids, geometries, crs)
+
+    features = []
+    for (_, label, properties, _, problem), feature_id, geometry in zip(
+        raw, ids, geometries, strict=True
+    ):
+        assert feature_id is not None
+        notes: list[str] = []
+        label_text = _as_text(label)
+        if not label_text:
+            label_text = feature_id
+            notes.append(f"no name in {name_field!r}; the id is used")
+        if problem is not None:
+            notes.append(problem)
+            clean = None
+        else:
+            clean = _clean(geometry, notes)
+        features.append(BoundaryFeature(feature_id, label_text, clean, properties, tuple(notes)))
+    return BoundaryReport(path=name, source_crs=crs.to_string(), features=features)
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    where = Path(path)
+    if not where.exists():
+        raise BoundaryFileError(str(path), "the file does not exist")
+    return where
+
+
+def _open(where: Path, layer: str | None) -> Any:
+    """The opened fiona collection of the one layer meant."""
+    name = str(where)
+    try:
+        layers = fiona.listlayers(where)
+    except (fiona.errors.FionaError, OSError, ValueError) as exc:
+        raise BoundaryFileError(name, f"not a boundary file: GDAL cannot read it ({exc})") from exc
+    if layer is None and len(layers) > 1:
+        raise BoundaryFileError(
+            name, f"the file has {len(layers)} layers ({', '.join(layers)}); choose one"
+        )
+    if layer is not None and layer not in layers:
+        raise BoundaryFileError(
+            name, f"no layer {layer!r}; the layers are: {', '.join(layers) or 'none'}"
+        )
+    try:
+        return fiona.open(where, layer=layer)
+    except (fiona.errors.FionaError, OSError, ValueError) as exc:
+        raise BoundaryFileError(name, f"not a boundary file: GDAL cannot read it ({exc})") from exc
+
+
+def _source_crs(source: Any, name: str, assume_crs: str | None) -> CRS:
+    declared: CRS | None = source.crs if source.crs and source.crs.wkt else None
+    assumed: CRS | None = None
+    if assume_crs is not None:
+        try:
+            assumed = CRS.from_user_input(assume_crs)
+        except fiona.errors.CRSError as exc:
+            raise BoundaryFileError(name, f"unknown CRS {assume_crs!r}: {exc}") from exc
+    if declared is None and assumed is None:
+        raise BoundaryFileError(
+            name,
+            "the file does not say which CRS its coordinates are in (a shapefile without its .prj?); "
+            "pass a CRS explicitly, e.g. --crs EPSG:4326",
+        )
+    if declared is not None and assumed is not None and not _same_crs(declared, assumed):
+        raise BoundaryFileError(
+            name,
+            f"the file declares the CRS {declared.to_string()}, but {assume_crs} was given; "
+            "give no CRS to use the file's own",
+        )
+    crs = declared if declared is not None else assumed
+    assert crs is not None
+    return crs
+
+
+def _is_wgs84(crs: CRS) -> bool:
+    return crs.to_epsg() == 4326 or crs.to_string() == "OGC:CRS84"
+
+
+def _same_crs(one: CRS, other: CRS) -> bool:
+    if _is_wgs84(one) and _is_wgs84(other):
+        return True
+    return bool(one == other) or (one.to_epsg() is not None and one.to_epsg() == other.to_epsg())
+
+
+def _check_fields(source: Any, name: str, id_field: str, name_field: str) -> None:
+    fields = list(source.schema.get("properties", {}))
+    for role, field in (("id", id_field), ("name", name_field)):
+        if field not in fields:
+            raise BoundaryFileError(
+                name,
+                f"no {role} field {field!r}; the fields are: {', '.join(fields) or 'none'}",
+            )
+
+
+def _shape(geometry: Any) -> tuple[BaseGeometry | None, str | None]:
+    """A 2-D shapely geometry, or ``None`` and why not."""
+    if geometry is None:
+        return None, "no geometry"
+    try:
+        result = shapely.force_2d(shape(geometry))
+    except (ValueError, TypeError, AttributeError, shapely.errors.ShapelyError) as exc:
+        return None, f"unreadable geometry: {exc}"
+    if result.is_empty:
+        return None, "no geometry (empty)"
+    if not polygonal_parts(result):
+        return result, f"not a polygon: {result.geom_type}"
+    return result, None
+
+
+def _as_id(value: Any) -> str | None:
+    """The id as text: strings as written (leading zeros kept), integral numbers without ``.0``."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _check_ids(name: str, ids: list[str | None], labels: list[str]) -> None:
+    empty = [number for number, value in enumerate(ids, start=1) if value is None]
+    if empty:
+        shown = ", ".join(
+            f"#{n} ({labels[n - 1]})" if labels[n - 1] else f"#{n}" for n in empty[:_LISTED]
+        )
+        more = f" and {len(empty) - _LISTED} more" if len(empty) > _LISTED else ""
+        raise BoundaryFileError(name, f"{len(empty)} feature(s) have an empty id: {shown}{more}")
+    where: dict[str | None, list[int]] = defaultdict(list)
+    for number, value in enumerate(ids, start=1):
+        where[value].append(number)
+    repeated = [(value, numbers) for value, numbers in where.items() if len(numbers) > 1]
+    if repeated:
+        shown = "; ".join(f"{value!r} in {_numbers(numbers)}" for value, numbers in repeated[:_LISTED])
+        more = f"; and {len(repeated) - _LISTED} more" if len(repeated) > _LISTED else ""
+        raise BoundaryFileError(
+            name, f"{len(repeated)} id(s) are repeated: {shown}{more}"
+        )
+
+
+def _numbers(numbers: list[int]) -> str:
+    shown = ", ".join(f"#{n}" for n in numbers[:_LISTED])
+    return f"features {shown}" + (f" and {len(numbers) - _LISTED} more" if len(numbers) > _LISTED else "")
+
+
+def _reproject(
+    geometries: list[BaseGeometry | None], crs: CRS, name: str
+) -> list[BaseGeometry | None]:
+    """All geometries to WGS84 in one transformation (one PROJ pipeline for the whole file)."""
+    present = [i for i, g in enumerate(geometries) if g is not None]
+    array = np.array([geometries[i] for i in present], dtype=object)
+
+    def to_wgs84(coords: NDArray[np.float64]) -> NDArray[np.float64]:
+        xs, ys = fiona.transform.transform(crs, WGS84, coords[:, 0].tolist(), coords[:, 1].tolist())
+        return np.column_stack((np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)))
+
+    try:
+        moved = shapely.transform(array, to_wgs84)
+    except (fiona.errors.FionaError, ValueError) as exc:
+        raise BoundaryFileError(name, f"cannot reproject from {crs.to_string()}: {exc}") from exc
+    result = list(geometries)
+    for i, geometry in zip(present, moved, strict=True):
+        result[i] = geometry
+    return result
+
+
+def _check_range(
+    name: str, ids: list[str | None], geometries: list[BaseGeometry | None], crs: CRS
+) -> None:
+    """Coordinates that are not longitudes and latitudes mean the CRS is wrong: refuse the file."""
+    for number, (feature_id, geometry) in enumerate(zip(ids, geometries, strict=True), start=1):
+        if geometry is None:
+            continue
+        coords = shapely.get_coordinates(geometry)
+        if not len(coords):
+            continue
+        x, y = coords[:, 0], coords[:, 1]
+        finite = bool(np.isfinite(coords).all())
+        if not finite or np.abs(y).max() > 90.0 or np.abs(x).max() > 540.0:
+            example = coords[0] if finite else coords[~np.isfinite(coords).all(axis=1)][0]
+            raise BoundaryFileError(
+                name,
+                f"feature #{number} (id {feature_id!r}) is not on the globe in {crs.to_string()}: "
+                f"it comes out at long {example[0]:.6g}, lat {example[1]:.6g}; "
+                f"is {crs.to_string()} really the CRS of this file?",
+            )
+
+
+def _clean(geometry: BaseGeometry | None, notes: list[str]) -> BaseGeometry | None:
+    """Split at the antimeridian, then repair; notes say what was done."""
+    if geometry is None:
+        return None
+    split = split_antimeridian(geometry)
+    if split is not geometry:
+        reason = "" if geometry.is_valid else f"{explain_validity(geometry)}: "
+        notes.append(
+            f"{reason}crossed the antimeridian; {REPAIRED} by splitting at ±180 "
+            f"into {len(polygonal_parts(split))} part(s)"
+        )
+    repaired, repair_notes = repair_polygonal(split)
+    notes.extend(repair_notes)
+    return repaired

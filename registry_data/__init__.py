@@ -1,0 +1,1 @@
+"""The embedded default registry: real Open311 endpoints and honest boundaries (see README.md)."""

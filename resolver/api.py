@@ -1,0 +1,347 @@
+"""The aiohttp API: the GeoWeb DNS protocol (``/service``) and the native ``/v1`` API.
+
+Handlers parse and validate, call the one :class:`~resolver.core.Resolver`, and serialize. Every
+error leaves through :func:`error_middleware` as ``{"error": ..., "detail": ...}`` with a 4xx
+status; nothing else turns exceptions into responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote, unquote
+
+import orjson
+from aiohttp import web
+
+from boundaries.kml import placemark_document
+
+from .config import Settings
+from .core import Resolver, parse_coordinate
+from .errors import GeoWebError, InvalidInput, MissingParameter, PayloadTooLarge, UnknownType
+from .models import Jurisdiction
+from .registry import jurisdiction_to_feature, load_jurisdictions
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+#: GeoWeb DNS type: the Open311 GeoReport v2 endpoint of the jurisdiction responsible for the point
+#: (the type the Open311 wiki's GeoWeb DNS page uses as its example).
+TYPE_OPEN311 = "http://ns.geowebdns.org/311/jurisdiction"
+#: GeoWeb DNS type: the Open311 service discovery document of that jurisdiction.
+TYPE_DISCOVERY = "http://ns.geowebdns.org/311/discovery"
+#: GeoWeb DNS type prefix: the GeoReport v2 endpoint that takes this concern here, e.g.
+#: ``http://ns.geowebdns.org/311/concern/pothole`` (the concern is percent-encoded).
+TYPE_CONCERN_PREFIX = "http://ns.geowebdns.org/311/concern/"
+DEFAULT_TYPES = (TYPE_OPEN311, TYPE_DISCOVERY)
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+RESOLVER = web.AppKey("resolver", Resolver)
+REGISTRY_SOURCE = web.AppKey("registry_source", str)
+
+JSON = "application/json"
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """The one place where failures become responses: a JSON body and a 4xx status."""
+    try:
+        return await handler(request)
+    except GeoWebError as error:
+        return json_response(error.to_dict(), status=error.status)
+    except web.HTTPRequestEntityTooLarge as exc:
+        limit = request.app[SETTINGS].max_body_bytes
+        body = PayloadTooLarge(f"the request body is larger than {limit} bytes", limit=limit)
+        return json_response(body.to_dict(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return json_response({"error": code, "detail": exc.reason}, status=exc.status)
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the store and build the resolver at start-up; close the store at shutdown."""
+    settings = app[SETTINGS]
+    store = Store(settings.db_path)
+    jurisdictions, source = load_jurisdictions(store)
+    app[STORE] = store
+    app[RESOLVER] = Resolver(jurisdictions, fallback=settings.fallback)
+    app[REGISTRY_SOURCE] = source
+    log.info("serving %d jurisdictions from the %s registry", len(jurisdictions), source)
+    yield
+    store.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole HTTP service for these settings."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(store_ctx)
+    app.router.add_get("/service", geowebdns_service)
+    app.router.add_get("/v1/resolve", resolve_one)
+    app.router.add_post("/v1/resolve", resolve_batch)
+    app.router.add_get("/v1/jurisdictions", list_jurisdictions)
+    app.router.add_get("/v1/jurisdictions/{id}", show_jurisdiction)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def _point(request: web.Request) -> tuple[float, float]:
+    values = []
+    for name in ("lat", "long"):
+        raw = request.query.get(name)
+        if raw is None:
+            raise MissingParameter(name)
+        values.append(parse_coordinate(raw, name))
+    return values[0], values[1]
+
+
+def _base_url(request: web.Request) -> str:
+    public = request.app[SETTINGS].public_url
+    return public.rstrip("/") if public else str(request.url.origin())
+
+
+async def geowebdns_service(request: web.Request) -> web.Response:
+    """``GET /service?lat=&long=&type=``: the GeoWeb DNS protocol as the Open311 wiki defines it."""
+    lat, long = _point(request)
+    types = request.query.getall("type", None) or list(DEFAULT_TYPES)
+    resolver = request.app[RESOLVER]
+    base = _base_url(request)
+    results = []
+    for type_uri in dict.fromkeys(types):
+        result = _service_result(resolver, type_uri, lat, long, base)
+        if result is not None:
+            results.append(result)
+    return json_response({"results": results}, status=200 if results else 404)
+
+
+def _service_result(
+    resolver: Resolver, type_uri: str, lat: float, long: float, base: str
+) -> dict[str, Any] | None:
+    if type_uri in (TYPE_OPEN311, TYPE_DISCOVERY):
+        concern = None
+    elif type_uri.startswith(TYPE_CONCERN_PREFIX) and len(type_uri) > len(TYPE_CONCERN_PREFIX):
+        concern = unquote(type_uri.removeprefix(TYPE_CONCERN_PREFIX))
+    else:
+        raise UnknownType(
+            f"unknown type {type_uri[:200]!r}; this server answers {TYPE_OPEN311}, "
+            f"{TYPE_DISCOVERY} and {TYPE_CONCERN_PREFIX}<concern>",
+            type=type_uri[:200],
+        )
+    answer = resolver.resolve(lat, long, concern)
+    jurisdiction = answer.jurisdiction
+    if type_uri == TYPE_DISCOVERY:
+        if jurisdiction is None or not jurisdiction.discovery_url:
+            return None
+        uri: str | None = jurisdiction.discovery_url
+    else:
+        uri = answer.endpoint.url if answer.endpoint is not None else None
+    if uri is None:
+        return None
+    fallback = answer.decision.fallback
+    return {
+        "type": type_uri,
+        "uri": uri,
+        "name": fallback.name if fallback is not None else _name(jurisdiction),
+        "kml": _kml_url(base, jurisdiction) if fallback is None else None,
+        "jurisdiction": jurisdiction.id if jurisdiction is not None else None,
+        "fallback": fallback is not None,
+    }
+
+
+def _name(jurisdiction: Jurisdiction | None) -> str:
+    return jurisdiction.name if jurisdiction is not None else ""
+
+
+def _kml_url(base: str, jurisdiction: Jurisdiction | None) -> str | None:
+    if jurisdiction is None or jurisdiction.boundary is None:
+        return None
+    return f"{base}/v1/jurisdictions/{quote(jurisdiction.id, safe='')}.kml"
+
+
+async def resolve_one(request: web.Request) -> web.Response:
+    """``GET /v1/resolve?lat=&long=&concern=``: one answer with its provenance."""
+    lat, long = _point(request)
+    answer = request.app[RESOLVER].resolve(lat, long, request.query.get("concern"))
+    return json_response(answer.to_dict())
+
+
+async def resolve_batch(request: web.Request) -> web.Response:
+    """``POST /v1/resolve``: many points (a JSON array or a GeoJSON FeatureCollection of points),
+    answered in the same order; a bad point gets an error entry, never a gap."""
+    settings = request.app[SETTINGS]
+    raw = await request.read()
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    default_concern = request.query.get("concern")
+    lats, longs, concerns, errors = _batch_points(document, default_concern)
+    if len(lats) > settings.max_batch_points:
+        raise PayloadTooLarge(
+            f"{len(lats)} points in one batch; at most {settings.max_batch_points} are accepted",
+            count=len(lats),
+            limit=settings.max_batch_points,
+        )
+    answers = request.app[RESOLVER].resolve_many(lats, longs, concerns)
+    out = [errors[i].to_dict() if i in errors else a.to_dict() for i, a in enumerate(answers)]
+    return json_response(
+        {
+            "count": len(out),
+            "index_generation": request.app[RESOLVER].index_generation,
+            "answers": out,
+        }
+    )
+
+
+def _batch_points(
+    document: Any, default_concern: str | None
+) -> tuple[list[float], list[float], list[str | None], dict[int, GeoWebError]]:
+    """Points from a batch body; malformed items become per-item errors (kept in place)."""
+    if isinstance(document, dict) and document.get("type") == "FeatureCollection":
+        items = document.get("features")
+        geojson = True
+    else:
+        items = document
+        geojson = False
+    if not isinstance(items, list):
+        raise InvalidInput(
+            "the body must be a JSON array of {lat, long, concern} objects "
+            "or a GeoJSON FeatureCollection of Point features"
+        )
+    lats: list[float] = []
+    longs: list[float] = []
+    concerns: list[str | None] = []
+    errors: dict[int, GeoWebError] = {}
+    for i, item in enumerate(items):
+        try:
+            lat, long, concern = _feature_point(item) if geojson else _object_point(item)
+            if concern is None:
+                concern = default_concern
+        except GeoWebError as error:
+            errors[i] = error
+            lat, long, concern = 0.0, 0.0, None
+        lats.append(lat)
+        longs.append(long)
+        concerns.append(concern)
+    return lats, longs, concerns, errors
+
+
+def _concern_value(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidInput("concern must be a string")
+
+
+def _object_point(item: Any) -> tuple[float, float, str | None]:
+    if not isinstance(item, dict):
+        raise InvalidInput('each point must be an object like {"lat": 37.7, "long": -122.4}')
+    for name in ("lat", "long"):
+        if name not in item:
+            raise MissingParameter(name)
+    return (
+        parse_coordinate(item["lat"], "lat"),
+        parse_coordinate(item["long"], "long"),
+        _concern_value(item.get("concern")),
+    )
+
+
+def _feature_point(item: Any) -> tuple[float, float, str | None]:
+    geometry = item.get("geometry") if isinstance(item, dict) else None
+    if not isinstance(geometry, dict) or geometry.get("type") != "Point":
+        raise InvalidInput("each feature must have a Point geometry")
+    coordinates = geometry.get("coordinates")
+    if not isinstance(coordinates, list) or len(coordinates) < 2:
+        raise InvalidInput("a Point needs [longitude, latitude] coordinates")
+    properties = item.get("properties") or {}
+    concern = properties.get("concern") if isinstance(properties, dict) else None
+    # GeoJSON order is [longitude, latitude].
+    return (
+        parse_coordinate(coordinates[1], "lat"),
+        parse_coordinate(coordinates[0], "long"),
+        _concern_value(concern),
+    )
+
+
+async def list_jurisdictions(request: web.Request) -> web.Response:
+    """``GET /v1/jurisdictions?offset=&limit=``: summaries, paged."""
+    resolver = request.app[RESOLVER]
+    offset = _int_param(request, "offset", 0, 0, len(resolver.jurisdictions))
+    limit = _int_param(request, "limit", 1000, 1, 10_000)
+    page = resolver.jurisdictions[offset : offset + limit]
+    base = _base_url(request)
+    return json_response(
+        {
+            "total": len(resolver.jurisdictions),
+            "offset": offset,
+            "limit": limit,
+            "source": request.app[REGISTRY_SOURCE],
+            "index_generation": resolver.index_generation,
+            "jurisdictions": [
+                {
+                    **j.summary(),
+                    "has_boundary": j.boundary is not None,
+                    "endpoint": j.endpoint.url if j.endpoint else None,
+                    "href": f"{base}/v1/jurisdictions/{quote(j.id, safe='')}",
+                }
+                for j in page
+            ],
+        }
+    )
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number, not {raw[:40]!r}") from None
+    if not low <= value <= max(low, high):
+        raise InvalidInput(f"{name} must be between {low} and {max(low, high)}")
+    return value
+
+
+async def show_jurisdiction(request: web.Request) -> web.Response:
+    """``GET /v1/jurisdictions/{id}`` (JSON), ``{id}.geojson`` (Feature), ``{id}.kml`` (KML)."""
+    resolver = request.app[RESOLVER]
+    key = request.match_info["id"]
+    jurisdiction_id, suffix = key, ""
+    for extension in (".geojson", ".kml"):
+        if key.endswith(extension) and key not in resolver:
+            jurisdiction_id, suffix = key.removesuffix(extension), extension
+    jurisdiction = resolver.jurisdiction(jurisdiction_id)
+    if suffix == ".geojson":
+        feature = jurisdiction_to_feature(jurisdiction)
+        return web.Response(body=orjson.dumps(feature), content_type="application/geo+json")
+    if suffix == ".kml":
+        return web.Response(
+            text=placemark_document(jurisdiction.name, jurisdiction.boundary, jurisdiction.id),
+            content_type="application/vnd.google-earth.kml+xml",
+        )
+    return json_response(jurisdiction.to_dict())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: alive, and what it serves."""
+    resolver = request.app[RESOLVER]
+    return json_response(
+        {
+            "status": "ok",
+            "jurisdictions": len(resolver),
+            "with_boundary": sum(j.boundary is not None for j in resolver.jurisdictions),
+            "registry": request.app[REGISTRY_SOURCE],
+            "index_generation": resolver.index_generation,
+        }
+    )
+
+
+__all__ = ["TYPE_CONCERN_PREFIX", "TYPE_DISCOVERY", "TYPE_OPEN311", "create_app"]

@@ -1,0 +1,54 @@
+"""Settings, declared once: the CLI builds its options from ``SETTINGS``, and a test checks that
+README.md documents each of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from .models import Fallback
+
+DEFAULT_PORT = 8311
+
+
+def default_db_path() -> Path:
+    """The per-user store used when no ``--db`` is given."""
+    return platformdirs.user_data_path("geoweb") / "geoweb.sqlite"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one resolver process runs."""
+
+    db: str | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    fallback_url: str | None = None
+    fallback_name: str = "Ad hoc fallback"
+    max_batch_points: int = 50_000
+    max_body_bytes: int = 4 * 1024 * 1024
+    public_url: str | None = None
+
+    @property
+    def db_path(self) -> str:
+        return self.db if self.db else str(default_db_path())
+
+    @property
+    def fallback(self) -> Fallback | None:
+        return Fallback(self.fallback_url, self.fallback_name) if self.fallback_url else None
+
+
+#: One line of help per setting; the CLI options and README.md are held to this table.
+SETTINGS_HELP: dict[str, str] = {
+    "db": "Store: an SQLite file path or a database URL (default: a per-user data directory).",
+    "host": "Address to listen on.",
+    "port": "TCP port to listen on.",
+    "fallback_url": "Ad hoc endpoint answered when no jurisdiction covers the point or "
+    "offers the concern.",
+    "fallback_name": "Name shown for the fallback endpoint.",
+    "max_batch_points": "Most points accepted by one POST /v1/resolve (larger batches get 413).",
+    "max_body_bytes": "Largest request body accepted, in bytes (larger bodies get 413).",
+    "public_url": "Base URL used in links (kml); default: the URL the request came in on.",
+}

@@ -1,0 +1,328 @@
+"""The resolution core: a point and a concern in, one :class:`Answer` out.
+
+Pure: no I/O and no clock. The API, the CLI and the batch path all call the same
+:class:`Resolver`; none of them decides anything on its own.
+
+The rule, for the jurisdictions whose boundary covers the point (a point on a border is covered by
+both sides):
+
+1. order them from the most specific (smallest area) to the least, ties by id, so answers are
+   deterministic;
+2. the first one that does not refuse the concern is chosen: its services list offers the concern
+   (*verified*), or its services are not known yet (*unverified*), or no concern was asked;
+3. every other covering jurisdiction is an alternative, with why it was not chosen;
+4. the fallback answers when nobody covers the point, nobody covering it offers the concern, or the
+   chosen jurisdiction publishes no current GeoReport v2 endpoint; the answer says which.
+
+Step 1-4 depend only on the concern and the *set* of covering jurisdictions, so the decision is
+computed once per (concern, set) and shared by every point that has the same set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import numpy.typing as npt
+from boundaries.index import BoundaryIndex
+
+from .concerns import ServiceCatalog
+from .errors import GeoWebError, InvalidCoordinates, InvalidInput, UnknownJurisdiction
+from .models import (
+    Answer,
+    Candidate,
+    ConcernStatus,
+    Decision,
+    Endpoint,
+    Fallback,
+    FallbackReason,
+    Jurisdiction,
+    Provenance,
+    ServiceMatch,
+)
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+#: Longest concern accepted, in characters; longer text is not a concern but an accident.
+MAX_CONCERN_LENGTH: Final = 200
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def parse_coordinate(value: str | float | int | None, name: str) -> float:
+    """A latitude or longitude from user input, or :class:`InvalidCoordinates` saying why not.
+
+    Accepts plain decimal numbers only: no ``nan``, ``inf``, hex, or digit separators.
+    """
+    if isinstance(value, bool):
+        raise InvalidCoordinates(f"{name} must be a number, not {value!r}", parameter=name)
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = "" if value is None else str(value).strip()
+        if not text:
+            raise InvalidCoordinates(f"{name} is empty; give decimal degrees", parameter=name)
+        if not _NUMBER.fullmatch(text):
+            raise InvalidCoordinates(
+                f"{name} must be decimal degrees (like 37.7793), not {text[:40]!r}",
+                parameter=name,
+            )
+        number = float(text)
+    if not math.isfinite(number):
+        raise InvalidCoordinates(f"{name} must be a finite number, not {number!r}", parameter=name)
+    return number
+
+
+def check_point(lat: float, long: float) -> None:
+    """Raise :class:`InvalidCoordinates` unless ``lat`` in [-90, 90] and ``long`` in [-180, 180].
+
+    Values that look swapped are not swapped: they are answered as given, or refused as given.
+    """
+    for name, value, limit in (("lat", lat, 90.0), ("long", long, 180.0)):
+        if not math.isfinite(value):
+            raise InvalidCoordinates(
+                f"{name} must be a finite number, not {value!r}", **{name: value}
+            )
+        if not -limit <= value <= limit:
+            raise InvalidCoordinates(
+                f"{name} {value} is outside [-{limit:g}, {limit:g}] (WGS84 degrees)",
+                lat=lat,
+                long=long,
+            )
+
+
+def clean_concern(concern: str | None) -> str | None:
+    """A concern as the core uses it: stripped; empty means no concern."""
+    if concern is None:
+        return None
+    concern = concern.strip()
+    if len(concern) > MAX_CONCERN_LENGTH:
+        raise InvalidInput(
+            f"the concern is {len(concern)} characters long; "
+            f"at most {MAX_CONCERN_LENGTH} are accepted"
+        )
+    return concern or None
+
+
+def specificity_area(boundary: BaseGeometry | None) -> float:
+    """An area in square degrees of latitude that ranks boundaries anywhere on Earth.
+
+    Longitude degrees shrink with cos(latitude); scaling by the cosine at the centre is accurate
+    enough to tell a city from the county around it.
+    """
+    if boundary is None:
+        return math.inf
+    _, miny, _, maxy = boundary.bounds
+    return float(boundary.area) * math.cos(math.radians((miny + maxy) / 2))
+
+
+_STATUS_ORDER: Final[dict[ConcernStatus, int]] = {
+    "any": 0,
+    "verified": 0,
+    "unverified": 0,
+    "not_offered": 1,
+}
+
+
+class Resolver:
+    """Answers points and concerns from a fixed set of jurisdictions.
+
+    Build a new resolver when the jurisdictions change (a new boundary generation); a resolver
+    never changes after construction, which is what makes its decision cache safe.
+    """
+
+    def __init__(
+        self,
+        jurisdictions: Sequence[Jurisdiction],
+        *,
+        fallback: Fallback | None = None,
+        decision_cache_size: int = 65536,
+    ) -> None:
+        self.jurisdictions: tuple[Jurisdiction, ...] = tuple(jurisdictions)
+        self.fallback = fallback
+        self._positions: dict[str, int] = {}
+        for position, jurisdiction in enumerate(self.jurisdictions):
+            if jurisdiction.id in self._positions:
+                raise InvalidInput(f"jurisdiction id {jurisdiction.id!r} appears twice")
+            self._positions[jurisdiction.id] = position
+        self.index = BoundaryIndex([j.boundary for j in self.jurisdictions])
+        order = sorted(
+            range(len(self.jurisdictions)),
+            key=lambda p: (
+                specificity_area(self.jurisdictions[p].boundary),
+                self.jurisdictions[p].id,
+            ),
+        )
+        self._rank: npt.NDArray[np.int64] = np.empty(len(order), dtype=np.int64)
+        self._rank[order] = np.arange(len(order))
+        self._catalogs = [
+            ServiceCatalog(j.services) if j.services is not None else None
+            for j in self.jurisdictions
+        ]
+        self.index_generation = _index_generation(self.jurisdictions)
+        self._decisions: OrderedDict[tuple[str | None, tuple[int, ...]], Decision] = OrderedDict()
+        self._decision_cache_size = decision_cache_size
+
+    def __len__(self) -> int:
+        return len(self.jurisdictions)
+
+    def __contains__(self, jurisdiction_id: object) -> bool:
+        return jurisdiction_id in self._positions
+
+    def jurisdiction(self, jurisdiction_id: str) -> Jurisdiction:
+        position = self._positions.get(jurisdiction_id)
+        if position is None:
+            raise UnknownJurisdiction(jurisdiction_id)
+        return self.jurisdictions[position]
+
+    def resolve(self, lat: float, long: float, concern: str | None = None) -> Answer:
+        """The answer for one point (WGS84 degrees) and an optional concern."""
+        check_point(lat, long)
+        concern = clean_concern(concern)
+        positions = self.index.covering(lat, long)
+        return Answer(lat, long, self.decide(concern, positions), self.index_generation)
+
+    def resolve_many(
+        self,
+        lats: Sequence[float] | npt.ArrayLike,
+        longs: Sequence[float] | npt.ArrayLike,
+        concerns: Sequence[str | None] | None = None,
+    ) -> BatchAnswers:
+        """Answers for many points at once, in input order; a bad point is an error, not a gap.
+
+        The covers tests run vectorized over all valid points; decisions are shared between
+        points with the same covering jurisdictions.
+        """
+        lat_array = np.asarray(lats, dtype=np.float64)
+        long_array = np.asarray(longs, dtype=np.float64)
+        if lat_array.shape != long_array.shape or lat_array.ndim != 1:
+            raise InvalidInput("lats and longs must be flat sequences of the same length")
+        if concerns is not None and len(concerns) != len(lat_array):
+            raise InvalidInput("concerns must have one entry per point")
+        valid = (
+            np.isfinite(lat_array)
+            & np.isfinite(long_array)
+            & (np.abs(lat_array) <= 90.0)
+            & (np.abs(long_array) <= 180.0)
+        )
+        valid_indices = np.flatnonzero(valid)
+        point_hits, positions = self.index.covering_many(
+            lat_array[valid_indices], long_array[valid_indices]
+        )
+        return BatchAnswers(
+            self, lat_array, long_array, concerns, valid, valid_indices[point_hits], positions
+        )
+
+    def decide(self, concern: str | None, positions: npt.ArrayLike) -> Decision:
+        """The decision for a concern given the covering jurisdictions' positions (cached)."""
+        key = (concern, tuple(int(p) for p in np.asarray(positions).ravel()))
+        decision = self._decisions.get(key)
+        if decision is not None:
+            self._decisions.move_to_end(key)
+            return decision
+        decision = self._decide(concern, key[1])
+        self._decisions[key] = decision
+        if len(self._decisions) > self._decision_cache_size:
+            self._decisions.popitem(last=False)
+        return decision
+
+    def candidate(self, position: int, concern: str | None) -> Candidate:
+        """A covering jurisdiction and how it relates to the concern."""
+        jurisdiction = self.jurisdictions[position]
+        if concern is None:
+            return Candidate(jurisdiction, "any")
+        catalog = self._catalogs[position]
+        if catalog is None:
+            return Candidate(jurisdiction, "unverified")
+        matches: tuple[ServiceMatch, ...] = catalog.match(concern)
+        return Candidate(jurisdiction, "verified" if matches else "not_offered", matches)
+
+    def _decide(self, concern: str | None, positions: tuple[int, ...]) -> Decision:
+        ordered = sorted(positions, key=lambda p: int(self._rank[p]))
+        candidates = [self.candidate(p, concern) for p in ordered]
+        chosen = next((c for c in candidates if _STATUS_ORDER[c.concern_status] == 0), None)
+        alternatives = tuple(_why_not(c, chosen, concern) for c in candidates if c is not chosen)
+        endpoint: Endpoint | None = chosen.jurisdiction.endpoint if chosen is not None else None
+        reason: FallbackReason | None = None
+        if chosen is None:
+            reason = "concern_not_offered" if candidates else "no_jurisdiction"
+        elif endpoint is None:
+            reason = "no_endpoint"
+        provenance: tuple[Provenance, ...] = chosen.jurisdiction.provenance if chosen else ()
+        fallback = self.fallback if reason is not None else None
+        if fallback is not None:
+            endpoint = Endpoint(url=fallback.url, note=fallback.name)
+            provenance = (*provenance, fallback.provenance())
+        return Decision(concern, chosen, alternatives, endpoint, fallback, reason, provenance)
+
+
+def _why_not(candidate: Candidate, chosen: Candidate | None, concern: str | None) -> Candidate:
+    if candidate.concern_status == "not_offered":
+        why = f"its services list offers nothing matching {concern!r}"
+    elif chosen is not None:
+        why = f"less specific than {chosen.jurisdiction.name} ({chosen.jurisdiction.id})"
+    else:  # pragma: no cover - every candidate is either refused or less specific
+        why = "not chosen"
+    return Candidate(candidate.jurisdiction, candidate.concern_status, candidate.matches, why)
+
+
+def _index_generation(jurisdictions: Sequence[Jurisdiction]) -> str:
+    """Names the whole set of boundaries an answer was computed on."""
+    digest = hashlib.sha256()
+    for j in sorted(jurisdictions, key=lambda j: j.id):
+        digest.update(f"{j.id}\0{j.boundary_generation or '-'}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class BatchAnswers(Sequence["Answer | GeoWebError"]):
+    """Answers of :meth:`Resolver.resolve_many`, in input order, each an Answer or the error.
+
+    The covers tests are done; each answer's decision is taken (or found in the cache) when the
+    answer is read.
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        lats: npt.NDArray[np.float64],
+        longs: npt.NDArray[np.float64],
+        concerns: Sequence[str | None] | None,
+        valid: npt.NDArray[np.bool_],
+        point_hits: npt.NDArray[np.intp],
+        positions: npt.NDArray[np.intp],
+    ) -> None:
+        self._resolver = resolver
+        self._lats = lats
+        self._longs = longs
+        self._concerns = concerns
+        self._valid = valid
+        self._positions = positions
+        self._starts = np.searchsorted(point_hits, np.arange(len(lats) + 1))
+
+    def __len__(self) -> int:
+        return len(self._lats)
+
+    def __getitem__(self, i: int) -> Answer | GeoWebError:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        lat, long = float(self._lats[i]), float(self._longs[i])
+        try:
+            if not self._valid[i]:
+                check_point(lat, long)
+            concern = clean_concern(self._concerns[i]) if self._concerns is not None else None
+        except GeoWebError as error:
+            return error
+        positions = self._positions[self._starts[i] : self._starts[i + 1]]
+        decision = self._resolver.decide(concern, positions)
+        return Answer(lat, long, decision, self._resolver.index_generation)
+
+    def __iter__(self) -> Iterator[Answer | GeoWebError]:
+        for i in range(len(self)):
+            yield self[i]

@@ -1,0 +1,131 @@
+"""Registry documents: jurisdictions as a GeoJSON FeatureCollection.
+
+One feature per jurisdiction; ``geometry`` is the boundary (``null`` when none is known) and
+``properties`` carries everything else. The embedded registry (``registry_data/registry.geojson``)
+uses this format, and so do registry snapshots served to mirrors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
+
+from .errors import RegistryError
+from .models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
+
+if TYPE_CHECKING:
+    from .store import Store
+
+REGISTRY_FORMAT = "geowebdns-registry/1"
+
+
+def jurisdiction_to_feature(jurisdiction: Jurisdiction) -> dict[str, Any]:
+    """A GeoJSON Feature for one jurisdiction (boundary included)."""
+    geometry = jurisdiction.boundary
+    properties = jurisdiction.to_dict()
+    for derived in ("has_boundary", "bbox"):
+        properties.pop(derived)
+    return {
+        "type": "Feature",
+        "id": jurisdiction.id,
+        "geometry": shapely.geometry.mapping(geometry) if geometry is not None else None,
+        "properties": properties,
+    }
+
+
+def jurisdiction_from_feature(feature: dict[str, Any]) -> Jurisdiction:
+    """Read one Feature back; raises :class:`RegistryError` naming what is wrong."""
+    try:
+        props = feature["properties"]
+        geometry = _geometry(feature.get("geometry"))
+        generation = props.get("boundary_generation")
+        computed = boundary_generation(geometry)
+        if generation is not None and generation != computed:
+            raise RegistryError(
+                f"jurisdiction {props.get('id')!r}: boundary_generation {generation} does not "
+                f"match its geometry ({computed})"
+            )
+        services = props.get("services")
+        return Jurisdiction(
+            id=str(props["id"]),
+            name=str(props["name"]),
+            boundary=geometry,
+            boundary_generation=computed,
+            domain=props.get("domain"),
+            jurisdiction_id=props.get("jurisdiction_id"),
+            discovery_url=props.get("discovery_url"),
+            endpoints=tuple(Endpoint.from_dict(e) for e in props.get("endpoints") or ()),
+            services=None if services is None else tuple(Service.from_dict(s) for s in services),
+            provenance=tuple(Provenance(**p) for p in props.get("provenance") or ()),
+            notes=tuple(props.get("notes") or ()),
+        )
+    except RegistryError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RegistryError(f"malformed registry feature {feature.get('id')!r}: {exc}") from exc
+
+
+def _geometry(data: dict[str, Any] | None) -> BaseGeometry | None:
+    if data is None:
+        return None
+    geometry = shapely.geometry.shape(data)
+    if geometry.geom_type not in ("Polygon", "MultiPolygon"):
+        raise RegistryError(
+            f"a boundary must be a Polygon or MultiPolygon, not {geometry.geom_type}"
+        )
+    return geometry
+
+
+def registry_document(jurisdictions: Iterable[Jurisdiction], **meta: Any) -> dict[str, Any]:
+    """A whole registry as a FeatureCollection with a ``registry`` member for its metadata."""
+    return {
+        "type": "FeatureCollection",
+        "registry": {"format": REGISTRY_FORMAT, **meta},
+        "features": [jurisdiction_to_feature(j) for j in jurisdictions],
+    }
+
+
+def read_registry(document: dict[str, Any]) -> list[Jurisdiction]:
+    """Jurisdictions from a registry document; refuses duplicates and unknown formats."""
+    if document.get("type") != "FeatureCollection":
+        raise RegistryError("a registry must be a GeoJSON FeatureCollection")
+    fmt = (document.get("registry") or {}).get("format", REGISTRY_FORMAT)
+    if fmt != REGISTRY_FORMAT:
+        raise RegistryError(
+            f"unknown registry format {fmt!r} (this version reads {REGISTRY_FORMAT})"
+        )
+    jurisdictions = [jurisdiction_from_feature(f) for f in document.get("features") or ()]
+    seen: set[str] = set()
+    for j in jurisdictions:
+        if j.id in seen:
+            raise RegistryError(f"jurisdiction id {j.id!r} appears twice")
+        seen.add(j.id)
+    return jurisdictions
+
+
+EMBEDDED_REGISTRY = "registry.geojson"
+
+
+def embedded_registry_path() -> Path:
+    """Where the registry shipped with the package lives."""
+    return Path(str(resources.files("registry_data") / EMBEDDED_REGISTRY))
+
+
+def load_embedded_registry() -> list[Jurisdiction]:
+    """The default registry shipped with the package (real endpoints, real boundaries)."""
+    with embedded_registry_path().open(encoding="utf-8") as f:
+        return read_registry(json.load(f))
+
+
+def load_jurisdictions(store: Store) -> tuple[list[Jurisdiction], str]:
+    """The store's jurisdictions, or the embedded registry when the store is empty, and which."""
+    stored = store.jurisdictions()
+    if stored:
+        return stored, "store"
+    return load_embedded_registry(), "embedded"
