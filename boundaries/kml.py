@@ -19,7 +19,8 @@ def _polygon(polygon: Polygon) -> str:
     inner = "".join(
         f"<innerBoundaryIs>{_ring(r.coords)}</innerBoundaryIs>" for r in polygon.interiors
     )
-    return f"<Polygon><outerBoundaryIs>{_ring(polygon.exterior.coords)}</outerBoundaryIs>{inner}</Polygon>"
+    outer = f"<outerBoundaryIs>{_ring(polygon.exterior.coords)}</outerBoundaryIs>"
+    return f"<Polygon>{outer}{inner}</Polygon>"
 
 
 def geometry_kml(geometry: BaseGeometry) -> str:

@@ -101,7 +101,13 @@ def read_boundaries(
                 properties = dict(feature.properties)
                 geometry, problem = _shape(feature.geometry)
                 raw.append(
-                    (properties.get(id_field), properties.get(name_field), properties, geometry, problem)
+                    (
+                        properties.get(id_field),
+                        properties.get(name_field),
+                        properties,
+                        geometry,
+                        problem,
+                    )
                 )
                 if progress is not None:
                     progress(1)
@@ -253,16 +259,18 @@ def _check_ids(name: str, ids: list[str | None], labels: list[str]) -> None:
         where[value].append(number)
     repeated = [(value, numbers) for value, numbers in where.items() if len(numbers) > 1]
     if repeated:
-        shown = "; ".join(f"{value!r} in {_numbers(numbers)}" for value, numbers in repeated[:_LISTED])
-        more = f"; and {len(repeated) - _LISTED} more" if len(repeated) > _LISTED else ""
-        raise BoundaryFileError(
-            name, f"{len(repeated)} id(s) are repeated: {shown}{more}"
+        shown = "; ".join(
+            f"{value!r} in {_numbers(numbers)}" for value, numbers in repeated[:_LISTED]
         )
+        more = f"; and {len(repeated) - _LISTED} more" if len(repeated) > _LISTED else ""
+        raise BoundaryFileError(name, f"{len(repeated)} id(s) are repeated: {shown}{more}")
 
 
 def _numbers(numbers: list[int]) -> str:
     shown = ", ".join(f"#{n}" for n in numbers[:_LISTED])
-    return f"features {shown}" + (f" and {len(numbers) - _LISTED} more" if len(numbers) > _LISTED else "")
+    return f"features {shown}" + (
+        f" and {len(numbers) - _LISTED} more" if len(numbers) > _LISTED else ""
+    )
 
 
 def _reproject(

@@ -164,7 +164,9 @@ def _split_polygon(polygon: Polygon) -> list[Polygon]:
     bottom = min(float(shell[:, 1].min()), -90.0) - 1.0
     top = max(float(shell[:, 1].max()), 90.0) + 1.0
     turns = range(int(np.floor((low + 180.0) / 360.0)), int(np.ceil((high - 180.0) / 360.0)) + 1)
-    windows = [(360.0 * turn, (360.0 * turn - 180.0, bottom, 360.0 * turn + 180.0, top)) for turn in turns]
+    windows = [
+        (360.0 * turn, (360.0 * turn - 180.0, bottom, 360.0 * turn + 180.0, top)) for turn in turns
+    ]
     unwrapped: BaseGeometry = Polygon(shell, holes)
     try:
         clipped = [(offset, shapely.clip_by_rect(unwrapped, *box)) for offset, box in windows]

@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from boundaries.kml import placemark_document
 
@@ -49,10 +50,11 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place where failures become responses: a JSON body and a 4xx status."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except GeoWebError as error:
         return json_response(error.to_dict(), status=error.status)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -105,7 +107,7 @@ def _point(request: web.Request) -> tuple[float, float]:
 
 def _base_url(request: web.Request) -> str:
     public = request.app[SETTINGS].public_url
-    return public.rstrip("/") if public else str(request.url.origin())
+    return public.rstrip("/") if public else f"{request.scheme}://{request.host}"
 
 
 async def geowebdns_service(request: web.Request) -> web.Response:

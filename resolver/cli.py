@@ -257,8 +257,9 @@ def import_(file: Path, db: str | None, **options: Any) -> None:
     One transaction: if anything is wrong, nothing is imported. Invalid polygons are repaired
     and reported; features with no geometry are kept (listed, not found by location).
     """
-    from boundaries.reader import count_features
     from tqdm import tqdm
+
+    from boundaries.reader import count_features
 
     from .importing import ImportOptions, import_boundary_file
 

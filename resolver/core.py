@@ -23,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
+
 from boundaries.index import BoundaryIndex
 
 from .concerns import ServiceCatalog
@@ -166,7 +166,7 @@ class Resolver:
             for j in self.jurisdictions
         ]
         self.index_generation = _index_generation(self.jurisdictions)
-        self._decisions: OrderedDict[tuple[str | None, tuple[int, ...]], Decision] = OrderedDict()
+        self._decisions: dict[tuple[str | None, tuple[int, ...]], Decision] = {}
         self._decision_cache_size = decision_cache_size
 
     def __len__(self) -> int:
@@ -185,7 +185,7 @@ class Resolver:
         """The answer for one point (WGS84 degrees) and an optional concern."""
         check_point(lat, long)
         concern = clean_concern(concern)
-        positions = self.index.covering(lat, long)
+        positions = self.index.covering(lat, long).tolist()
         return Answer(lat, long, self.decide(concern, positions), self.index_generation)
 
     def resolve_many(
@@ -219,17 +219,18 @@ class Resolver:
             self, lat_array, long_array, concerns, valid, valid_indices[point_hits], positions
         )
 
-    def decide(self, concern: str | None, positions: npt.ArrayLike) -> Decision:
-        """The decision for a concern given the covering jurisdictions' positions (cached)."""
-        key = (concern, tuple(int(p) for p in np.asarray(positions).ravel()))
+    def decide(self, concern: str | None, positions: Sequence[int]) -> Decision:
+        """The decision for a concern given the covering jurisdictions' positions, ascending.
+
+        Cached: the cache forgets everything when full, which is rare (a resolver has at most a
+        few decisions per jurisdiction and concern) and keeps each hit to one dict lookup.
+        """
+        key = (concern, tuple(positions))
         decision = self._decisions.get(key)
-        if decision is not None:
-            self._decisions.move_to_end(key)
-            return decision
-        decision = self._decide(concern, key[1])
-        self._decisions[key] = decision
-        if len(self._decisions) > self._decision_cache_size:
-            self._decisions.popitem(last=False)
+        if decision is None:
+            if len(self._decisions) >= self._decision_cache_size:
+                self._decisions.clear()
+            decision = self._decisions[key] = self._decide(concern, key[1])
         return decision
 
     def candidate(self, position: int, concern: str | None) -> Candidate:
@@ -297,13 +298,14 @@ class BatchAnswers(Sequence["Answer | GeoWebError"]):
         point_hits: npt.NDArray[np.intp],
         positions: npt.NDArray[np.intp],
     ) -> None:
+        # Plain lists: reading one element of a list is several times cheaper than of an array.
         self._resolver = resolver
-        self._lats = lats
-        self._longs = longs
+        self._lats: list[float] = lats.tolist()
+        self._longs: list[float] = longs.tolist()
         self._concerns = concerns
-        self._valid = valid
-        self._positions = positions
-        self._starts = np.searchsorted(point_hits, np.arange(len(lats) + 1))
+        self._valid: list[bool] = valid.tolist()
+        self._positions: list[int] = positions.tolist()
+        self._starts: list[int] = np.searchsorted(point_hits, np.arange(len(lats) + 1)).tolist()
 
     def __len__(self) -> int:
         return len(self._lats)
@@ -312,7 +314,7 @@ class BatchAnswers(Sequence["Answer | GeoWebError"]):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
-        lat, long = float(self._lats[i]), float(self._longs[i])
+        lat, long = self._lats[i], self._longs[i]
         try:
             if not self._valid[i]:
                 check_point(lat, long)
@@ -324,5 +326,4 @@ class BatchAnswers(Sequence["Answer | GeoWebError"]):
         return Answer(lat, long, decision, self._resolver.index_generation)
 
     def __iter__(self) -> Iterator[Answer | GeoWebError]:
-        for i in range(len(self)):
-            yield self[i]
+        return map(self.__getitem__, range(len(self)))

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boundaries.reader import BoundaryReport, read_boundaries
-
 from discovery.urls import normalize_base_url, normalize_discovery_url
 
 from .errors import InvalidInput

@@ -146,7 +146,9 @@ async def test_swapped_looking_values_in_range_are_answered_as_given(
 
 
 async def test_native_resolve_has_provenance_and_generation(client: TestClient[Any, Any]) -> None:
-    body = await _json(await client.get("/v1/resolve", params={**SF_CITY_HALL, "concern": "pothole"}))
+    body = await _json(
+        await client.get("/v1/resolve", params={**SF_CITY_HALL, "concern": "pothole"})
+    )
     assert body["jurisdiction"]["id"] == "san-francisco-ca"
     assert body["endpoint"]["url"] == "https://mobile311.sfgov.org/open311/v2/"
     assert body["concern"]["status"] == "unverified"  # services not read yet
@@ -179,7 +181,10 @@ async def test_batch_as_array_and_as_geojson_in_order(client: TestClient[Any, An
         "type": "FeatureCollection",
         "features": [
             {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10.7522, 59.9139]}},
-            {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}},
+            {
+                "type": "Feature",
+                "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]},
+            },
             {"type": "Feature", "geometry": {"type": "Point", "coordinates": [-75.1652, 39.9526]}},
         ],
     }
@@ -197,7 +202,9 @@ async def test_batch_as_array_and_as_geojson_in_order(client: TestClient[Any, An
         (b"42", "JSON array"),  # a bare number
     ],
 )
-async def test_batch_malformed_bodies(client: TestClient[Any, Any], body: bytes, detail: str) -> None:
+async def test_batch_malformed_bodies(
+    client: TestClient[Any, Any], body: bytes, detail: str
+) -> None:
     response = await client.post("/v1/resolve", data=body)
     assert response.status == 400
     assert detail in (await _json(response))["detail"]
@@ -234,12 +241,17 @@ async def test_jurisdictions_listing_detail_geojson_kml(client: TestClient[Any, 
     assert {"san-francisco-ca", "bonn-de", "fixmystreet-uk"} <= ids
     assert listing["total"] == len(ids)
     page = await _json(await client.get("/v1/jurisdictions", params={"offset": "2", "limit": "3"}))
-    assert [j["id"] for j in page["jurisdictions"]] == [j["id"] for j in listing["jurisdictions"][2:5]]
+    assert [j["id"] for j in page["jurisdictions"]] == [
+        j["id"] for j in listing["jurisdictions"][2:5]
+    ]
 
     detail = await _json(await client.get("/v1/jurisdictions/bonn-de"))
     assert detail["jurisdiction_id"] == "bonn.de" and detail["has_boundary"] is False
     feature = await _json(await client.get("/v1/jurisdictions/san-francisco-ca.geojson"))
-    assert feature["type"] == "Feature" and feature["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    assert feature["type"] == "Feature" and feature["geometry"]["type"] in (
+        "Polygon",
+        "MultiPolygon",
+    )
     kml = await client.get("/v1/jurisdictions/philadelphia-pa.kml")
     assert kml.content_type == "application/vnd.google-earth.kml+xml"
     assert "Philadelphia" in await kml.text()

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import shapely
 from click.testing import CliRunner
+from conftest import COUNTIES
 from shapely.geometry import shape
 
 from resolver.cli import ANSWER_COLUMNS, main
 from resolver.store import Store
-
-from conftest import COUNTIES
 
 
 def geoweb(*args: str, input: str | None = None) -> tuple[int, str, str]:
@@ -35,8 +34,15 @@ def test_resolve_text_json_and_exit_codes(tmp_path: Path) -> None:
     assert code == 3
     assert json.loads(out)["reason"] == "no_jurisdiction"
     code, out, _ = geoweb(
-        "resolve", "--lat", "38.5", "--long", "-116.5", "--db", db,
-        "--fallback-url", "https://adhoc.example/v2/",
+        "resolve",
+        "--lat",
+        "38.5",
+        "--long",
+        "-116.5",
+        "--db",
+        db,
+        "--fallback-url",
+        "https://adhoc.example/v2/",
     )
     assert code == 0 and "Fallback" in out
 
@@ -51,13 +57,22 @@ def test_resolve_text_json_and_exit_codes(tmp_path: Path) -> None:
     ],
 )
 def test_resolve_refuses_bad_coordinates(tmp_path: Path, lat: str, long: str, message: str) -> None:
-    code, _, err = geoweb("resolve", "--lat", lat, "--long", long, "--db", str(tmp_path / "e.sqlite"))
+    code, _, err = geoweb(
+        "resolve", "--lat", lat, "--long", long, "--db", str(tmp_path / "e.sqlite")
+    )
     assert code == 2
     assert message in err and "Traceback" not in err
 
 
 def test_resolve_batch_keeps_every_row(tmp_path: Path) -> None:
-    rows = "lat,long,concern,ref\n37.7793,-122.4193,pothole,a\n91,0,,b\nx,y,,c\n38.5,-116.5,,d\n39.9526,-75.1652\n"
+    rows = (
+        "lat,long,concern,ref\n"
+        "37.7793,-122.4193,pothole,a\n"  # San Francisco, with a concern
+        "91,0,,b\n"  # out of range
+        "x,y,,c\n"  # not numbers
+        "38.5,-116.5,,d\n"  # the Nevada desert
+        "39.9526,-75.1652\n"  # Philadelphia, a short row
+    )
     code, out, err = geoweb("resolve-batch", "--db", str(tmp_path / "e.sqlite"), input=rows)
     assert code == 0, err
     table = list(csv.DictReader(io.StringIO(out)))
@@ -105,10 +120,16 @@ def _square(id_: object, name: str, x: float = 0.0) -> dict[str, object]:
         # not a boundary file at all
         (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", [], ""),
         # the id field is missing
-        (lambda d: _write_geojson(d / "a.geojson", [_square("1", "One")]), ["--id-field", "nope"], "nope"),
+        (
+            lambda d: _write_geojson(d / "a.geojson", [_square("1", "One")]),
+            ["--id-field", "nope"],
+            "nope",
+        ),
         # the id is repeated
         (
-            lambda d: _write_geojson(d / "b.geojson", [_square("1", "One"), _square("1", "Uno", 2)]),
+            lambda d: _write_geojson(
+                d / "b.geojson", [_square("1", "One"), _square("1", "Uno", 2)]
+            ),
             [],
             "1",
         ),
@@ -119,7 +140,12 @@ def test_import_errors_change_nothing(
 ) -> None:
     db = tmp_path / "s.sqlite"
     good = _write_geojson(tmp_path / "good.geojson", [_square("keep", "Kept")])
-    assert geoweb("import", str(good), "--id-field", "code", "--name-field", "label", "--db", str(db))[0] == 0
+    assert (
+        geoweb("import", str(good), "--id-field", "code", "--name-field", "label", "--db", str(db))[
+            0
+        ]
+        == 0
+    )
     path = make(tmp_path)  # type: ignore[operator]
     options = {"--id-field": "code", "--name-field": "label"}
     for i in range(0, len(args), 2):
@@ -136,8 +162,15 @@ def test_import_with_endpoint_then_replace(tmp_path: Path) -> None:
     db = str(tmp_path / "s.sqlite")
     path = _write_geojson(tmp_path / "city.geojson", [_square(7, "Seven")])
     base = ["import", str(path), "--id-field", "code", "--name-field", "label", "--db", db]
-    code, out, err = geoweb(*base, "--endpoint-url", "https://city.example/open311/v2/requests.json",
-                            "--domain", "city.example", "--jurisdiction-id", "city.example")
+    code, out, err = geoweb(
+        *base,
+        "--endpoint-url",
+        "https://city.example/open311/v2/requests.json",
+        "--domain",
+        "city.example",
+        "--jurisdiction-id",
+        "city.example",
+    )
     assert code == 0, err
     assert "imported 1 jurisdictions" in out
     code, out, _ = geoweb("resolve", "--lat", "0.5", "--long", "0.5", "--json", "--db", db)
@@ -147,7 +180,20 @@ def test_import_with_endpoint_then_replace(tmp_path: Path) -> None:
     assert answer["provenance"][0]["source"] == "import"
     assert geoweb(*base)[0] == 2  # already there
     moved = _write_geojson(tmp_path / "city.geojson", [_square(7, "Seven", 5)])
-    assert geoweb("import", str(moved), "--id-field", "code", "--name-field", "label", "--db", db, "--replace")[0] == 0
+    assert (
+        geoweb(
+            "import",
+            str(moved),
+            "--id-field",
+            "code",
+            "--name-field",
+            "label",
+            "--db",
+            db,
+            "--replace",
+        )[0]
+        == 0
+    )
     code, out, _ = geoweb("resolve", "--lat", "0.5", "--long", "5.5", "--json", "--db", db)
     assert json.loads(out)["jurisdiction"]["id"] == "7"
 
@@ -171,16 +217,30 @@ def test_counties_import_reports_repairs_and_missing_geometry(counties_db: Path)
     assert jurisdictions["53007"].boundary is not None and jurisdictions["53007"].boundary.is_valid
 
 
-def test_resolve_batch_20000_us_points_agree_with_shapely(counties_db: Path, tmp_path: Path) -> None:
+def test_resolve_batch_20000_us_points_agree_with_shapely(
+    counties_db: Path, tmp_path: Path
+) -> None:
     """The installed command, as a user runs it, against an independent shapely covers check."""
     rng = np.random.default_rng(20_000)
     lats = rng.uniform(24.5, 49.5, 20_000)
     longs = rng.uniform(-125.0, -66.9, 20_000)
     in_csv = tmp_path / "in.csv"
-    in_csv.write_text("lat,long\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(lats.tolist(), longs.tolist(), strict=True)))
+    in_csv.write_text(
+        "lat,long\n"
+        + "".join(f"{a!r},{b!r}\n" for a, b in zip(lats.tolist(), longs.tolist(), strict=True))
+    )
     out_csv = tmp_path / "out.csv"
     subprocess.run(
-        [sys.executable, "-m", "resolver", "resolve-batch", str(in_csv), str(out_csv), "--db", str(counties_db)],
+        [
+            sys.executable,
+            "-m",
+            "resolver",
+            "resolve-batch",
+            str(in_csv),
+            str(out_csv),
+            "--db",
+            str(counties_db),
+        ],
         check=True,
     )
     with out_csv.open() as f:

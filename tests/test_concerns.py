@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from resolver.concerns import ServiceCatalog, fold
@@ -52,7 +54,7 @@ def test_match(concern: str, first: str | None, why: str) -> None:
 def test_ranking_puts_the_strongest_reason_first() -> None:
     matches = ServiceCatalog(SERVICES).match("street light")
     assert [m.service.service_code for m in matches][:1] == ["STL"]
-    assert all(a.score >= b.score for a, b in zip(matches, matches[1:], strict=False))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(matches))
 
 
 def test_short_words_do_not_match_inside_others() -> None:

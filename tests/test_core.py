@@ -14,7 +14,9 @@ from resolver.models import Answer, Endpoint, Fallback, Jurisdiction, Service
 
 
 def _jurisdiction(
-    id_: str, boundary: Polygon | MultiPolygon | None, services: list[Service] | None = None,
+    id_: str,
+    boundary: Polygon | MultiPolygon | None,
+    services: list[Service] | None = None,
     endpoint: bool = True,
 ) -> Jurisdiction:
     endpoints = (Endpoint(url=f"https://{id_}.example/open311/v2/"),) if endpoint else ()
@@ -44,7 +46,9 @@ JURISDICTIONS = [
     _jurisdiction("q3", box(30, 1, 31, 2)),
     _jurisdiction("q4", box(31, 1, 32, 2)),
     # a square with a square hole
-    _jurisdiction("donut", Polygon(box(40, 0, 44, 4).exterior.coords, [box(41, 1, 43, 3).exterior.coords])),
+    _jurisdiction(
+        "donut", Polygon(box(40, 0, 44, 4).exterior.coords, [box(41, 1, 43, 3).exterior.coords])
+    ),
     # a Fiji-like jurisdiction split at the antimeridian
     _jurisdiction("fiji", MultiPolygon([box(179, -18, 180, -16), box(-180, -18, -179, -16)])),
     # responsible, but publishes no endpoint
@@ -169,9 +173,11 @@ def test_answers_are_deterministic_and_carry_generations(resolver: Resolver) -> 
 
 def test_batch_agrees_with_single_answers(resolver: Resolver) -> None:
     rng = np.random.default_rng(7)
-    lats = np.concatenate([rng.uniform(-20, 12, 3000), [l for l, *_ in CASES]])
-    longs = np.concatenate([rng.uniform(-5, 65, 3000), [g for _, g, *_ in CASES]])
-    concerns = [None, "pothole", "noise", "street light"] * (len(lats) // 4) + [None] * (len(lats) % 4)
+    lats = np.concatenate([rng.uniform(-20, 12, 3000), [case[0] for case in CASES]])
+    longs = np.concatenate([rng.uniform(-5, 65, 3000), [case[1] for case in CASES]])
+    concerns = [None, "pothole", "noise", "street light"] * (len(lats) // 4) + [None] * (
+        len(lats) % 4
+    )
     batch = resolver.resolve_many(lats, longs, concerns)
     assert len(batch) == len(lats)
     for i in range(len(lats)):

@@ -30,7 +30,10 @@ def test_a_newer_schema_is_refused_not_damaged(tmp_path: Path) -> None:
     db = tmp_path / "geoweb.sqlite"
     Store(db).close()
     with sqlite3.connect(db) as conn:
-        conn.execute("update geoweb_meta set value = ? where key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+        conn.execute(
+            "update geoweb_meta set value = ? where key = 'schema_version'",
+            (str(SCHEMA_VERSION + 1),),
+        )
     with pytest.raises(StoreError, match="newer than this geoweb understands"):
         Store(db)
 

@@ -1,0 +1,153 @@
+"""In-process benchmarks: single resolves and batches, each against raw shapely STRtree."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import shapely
+
+from resolver.core import Resolver
+
+from .common import latency_stats
+
+_now = time.perf_counter_ns
+
+
+def _timed_block(
+    fn: Callable[[float, float], Any], lats: list[float], longs: list[float], out: np.ndarray
+) -> float:
+    """Call ``fn(lat, long)`` once per point, each call timed into ``out``; wall seconds."""
+    wall_start = _now()
+    for i, (lat, long) in enumerate(zip(lats, longs, strict=True)):
+        start = _now()
+        fn(lat, long)
+        out[i] = _now() - start
+    return (_now() - wall_start) / 1e9
+
+
+def _interleaved(
+    cases: dict[str, Callable[[float, float], Any]],
+    lats: list[float],
+    longs: list[float],
+    blocks: int = 20,
+) -> dict[str, dict[str, float]]:
+    """Time every case over every point, in blocks, rotating the case order per block, so that
+    noise from other work on the machine falls on all cases alike."""
+    n = len(lats)
+    durations = {name: np.empty(n, dtype=np.int64) for name in cases}
+    walls = dict.fromkeys(cases, 0.0)
+    names = list(cases)
+    bounds = np.linspace(0, n, blocks + 1).astype(int).tolist()
+    gc.collect()
+    for k in range(blocks):
+        lo, hi = bounds[k], bounds[k + 1]
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            walls[name] += _timed_block(
+                cases[name], lats[lo:hi], longs[lo:hi], durations[name][lo:hi]
+            )
+    return {name: latency_stats(durations[name], walls[name]) for name in names}
+
+
+def single(
+    resolver: Resolver, tree: shapely.STRtree, lats: np.ndarray, longs: np.ndarray
+) -> dict[str, Any]:
+    """p50/p99 of one resolve per point (warm decision cache) and of the raw STRtree query."""
+    lat_list, long_list = lats.tolist(), longs.tolist()
+    resolve = resolver.resolve
+    query = tree.query
+    point = shapely.Point
+
+    def ours(lat: float, long: float) -> Any:
+        return resolve(lat, long)
+
+    def ours_pothole(lat: float, long: float) -> Any:
+        return resolve(lat, long, "pothole")
+
+    def raw(lat: float, long: float) -> Any:
+        return query(point(long, lat), predicate="covered_by")
+
+    def raw_points(lat: float, long: float) -> Any:
+        # Same, with the point built as the resolver builds it (shapely.points, no Point class).
+        return query(shapely.points(long, lat), predicate="covered_by")
+
+    cases = {
+        "ours": ours,
+        "ours_pothole": ours_pothole,
+        "raw": raw,
+        "raw_shapely_points": raw_points,
+    }
+    for fn in cases.values():
+        for lat, long in zip(lat_list, long_list, strict=True):  # warm caches (decisions, GEOS)
+            fn(lat, long)
+    out: dict[str, Any] = dict(_interleaved(cases, lat_list, long_list))
+    hits = sum(1 for lat, long in zip(lat_list, long_list, strict=True) if resolve(lat, long).found)
+    out["points"] = len(lat_list)
+    out["found_fraction"] = hits / len(lat_list)
+    out["ratio_p50_ours_raw"] = out["ours"]["p50_us"] / out["raw"]["p50_us"]
+    out["ratio_p50_pothole_raw"] = out["ours_pothole"]["p50_us"] / out["raw"]["p50_us"]
+    return out
+
+
+def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median wall seconds over ``repeats`` runs, and the last result."""
+    times = []
+    result = None
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def batch(
+    resolver: Resolver,
+    tree: shapely.STRtree,
+    lats: np.ndarray,
+    longs: np.ndarray,
+    repeats: int,
+) -> dict[str, Any]:
+    """Points per second: resolve_many with every answer read, its covers part, raw STRtree."""
+    n = len(lats)
+
+    def full() -> int:
+        answers = resolver.resolve_many(lats, longs)
+        return sum(1 for a in answers if getattr(a, "found", False))
+
+    def resolve_many_only() -> Any:
+        return resolver.resolve_many(lats, longs)
+
+    def covers() -> Any:
+        return resolver.index.covering_many(lats, longs)
+
+    def raw() -> Any:
+        return tree.query(shapely.points(longs, lats), predicate="covered_by")
+
+    full()  # warm the decision cache, as a long-running server would have it
+    cases = {
+        "resolve_many_iterated": full,
+        "resolve_many_lazy": resolve_many_only,
+        "covering_many": covers,
+        "raw_strtree": raw,
+    }
+    out: dict[str, Any] = {"points": n, "repeats": repeats}
+    results: dict[str, Any] = {}
+    for name, fn in cases.items():
+        seconds, results[name] = _best_of(fn, repeats)
+        out[name] = {"seconds": seconds, "points_per_s": n / seconds}
+    # Same answers? The raw query returns (point, county) pairs; ours (point, position) pairs.
+    raw_pairs = results["raw_strtree"]
+    ours_points, _ = results["covering_many"]
+    out["raw_pairs"] = int(raw_pairs.shape[1])
+    out["ours_pairs"] = len(ours_points)
+    out["found"] = int(results["resolve_many_iterated"])
+    raw_rate = out["raw_strtree"]["points_per_s"]
+    out["ratio_iterated_raw"] = out["resolve_many_iterated"]["points_per_s"] / raw_rate
+    out["ratio_lazy_raw"] = out["resolve_many_lazy"]["points_per_s"] / raw_rate
+    out["ratio_covers_raw"] = out["covering_many"]["points_per_s"] / raw_rate
+    return out

@@ -1,0 +1,26 @@
+"""``geoweb serve`` under cProfile: ``python -m bench.profserve OUT.prof serve --db D --port P``.
+
+The profile is written when the server stops (SIGINT, as Ctrl-C would).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import sys
+
+from resolver.cli import main as geoweb
+
+
+def main() -> None:
+    out, args = sys.argv[1], sys.argv[2:]
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        geoweb(args=args, prog_name="geoweb", standalone_mode=False)
+    finally:
+        profile.disable()
+        profile.dump_stats(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Orchestrates one benchmark run: ``python -m bench [--quick] [--out bench/RESULTS.md]``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+
+from resolver.core import Resolver
+from resolver.registry import load_jurisdictions
+from resolver.store import Store
+
+from . import httpbench, inproc, profiling, report
+from .common import REPO, build_store, machine, random_points
+
+#: Targets from the brief: (figure, comparison, threshold).
+TARGETS = {
+    "single_p50_ratio": ("ours/raw STRtree p50, single resolve", "<=", 1.5),
+    "batch_ratio": ("resolve_many (answers iterated) / raw STRtree, points/s", ">=", 0.8),
+    "batch_covers_ratio": ("covering_many alone / raw STRtree, points/s", ">=", 0.8),
+    "http_ratio": ("/service rps / trivial handler rps (every concurrency)", ">=", 0.7),
+    "http_cpu_ratio": (
+        "/service capacity: trivial / /service server CPU per request (every concurrency)",
+        ">=",
+        0.7,
+    ),
+    "startup_s": ("store load + Resolver build, seconds", "<", 1.0),
+}
+
+FULL = {
+    "single_points": 20_000,
+    "batch_points": 100_000,
+    "batch_repeats": 3,
+    "csv_points": 100_000,
+    "startup_runs": 3,
+    "http_duration": 3.0,
+    "http_max_requests": 200_000,
+    "http_points": 5_000,
+    "http_rounds": 2,
+    "concurrencies": (1, 8, 32),
+}
+QUICK = {
+    "single_points": 2_000,
+    "batch_points": 20_000,
+    "batch_repeats": 1,
+    "csv_points": 10_000,
+    "startup_runs": 1,
+    "http_duration": 0.8,
+    "http_max_requests": 20_000,
+    "http_points": 1_000,
+    "http_rounds": 1,
+    "concurrencies": (1, 8, 32),
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def startup(db: Path, runs: int) -> dict[str, Any]:
+    samples = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.startup_probe", str(db)],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        samples.append(json.loads(done.stdout))
+    keys = [k for k, v in samples[0].items() if isinstance(v, float)]
+    out: dict[str, Any] = {k: statistics.median(s[k] for s in samples) for k in keys}
+    out.update(
+        runs=runs,
+        jurisdictions=samples[0]["jurisdictions"],
+        pieces=samples[0]["pieces"],
+        source=samples[0]["source"],
+        samples=samples,
+    )
+    return out
+
+
+def resolve_batch_cli(db: Path, workdir: Path, n: int, seed: int) -> dict[str, Any]:
+    lats, longs = random_points(n, seed)
+    source = workdir / "points.csv"
+    target = workdir / "answers.csv"
+    with source.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["lat", "long"])
+        writer.writerows(zip(np.round(lats, 6).tolist(), np.round(longs, 6).tolist(), strict=True))
+    command = [sys.executable, "-m", "resolver", "resolve-batch", str(source), str(target)]
+    command += ["--db", str(db)]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, check=True, timeout=600, capture_output=True)
+    seconds = time.perf_counter() - start
+    with target.open(encoding="utf-8") as f:
+        rows = sum(1 for _ in f) - 1
+    return {
+        "points": n,
+        "rows_out": rows,
+        "seconds": seconds,
+        "points_per_s": n / seconds,
+        "includes": "process start, imports, store load, Resolver build, CSV read and write",
+    }
+
+
+def evaluate(results: dict[str, Any]) -> dict[str, Any]:
+    figures = {
+        "single_p50_ratio": results["single"]["ratio_p50_ours_raw"],
+        "batch_ratio": results["batch"]["ratio_iterated_raw"],
+        "batch_covers_ratio": results["batch"]["ratio_covers_raw"],
+        "http_ratio": min(results["http"]["ratio_service_trivial"].values()),
+        "http_cpu_ratio": min(results["http"]["cpu_ratio_service_trivial"].values()),
+        "startup_s": results["startup"]["load_build_s"],
+    }
+    out = {}
+    for key, (label, op, threshold) in TARGETS.items():
+        value = figures[key]
+        met = {"<=": value <= threshold, ">=": value >= threshold, "<": value < threshold}[op]
+        out[key] = {"label": label, "value": value, "op": op, "target": threshold, "met": met}
+    return out
+
+
+def profiles(
+    targets: dict[str, Any],
+    resolver: Resolver,
+    db: Path,
+    workdir: Path,
+    single_points: tuple[np.ndarray, np.ndarray],
+    batch_points: tuple[np.ndarray, np.ndarray],
+    http_points: tuple[list[float], list[float]],
+    http_duration: float,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not targets["single_p50_ratio"]["met"]:
+        lats, longs = (a.tolist() for a in single_points)
+
+        def singles() -> None:
+            for lat, long in zip(lats, longs, strict=True):
+                resolver.resolve(lat, long)
+
+        log("profiling single resolves")
+        out["single"] = profiling.profile_call(singles)
+    if not (targets["batch_ratio"]["met"] and targets["batch_covers_ratio"]["met"]):
+
+        def batch() -> None:
+            for _answer in resolver.resolve_many(*batch_points):
+                pass
+
+        log("profiling resolve_many with iteration")
+        out["batch"] = profiling.profile_call(batch)
+    if not (targets["http_ratio"]["met"] and targets["http_cpu_ratio"]["met"]):
+        log("profiling geoweb serve under /service load (concurrency 8)")
+        prof = httpbench.profile_service(db, workdir, *http_points, max(http_duration, 2.0))
+        out["http_service"] = profiling.profile_file(prof)
+    if not targets["startup_s"]["met"]:
+
+        def start() -> None:
+            with Store(db) as store:
+                jurisdictions, _ = load_jurisdictions(store)
+            Resolver(jurisdictions)
+
+        log("profiling store load and Resolver build")
+        out["startup"] = profiling.profile_call(start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (< 1 minute)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument("--json", type=Path, help="raw figures [results.json next to --out]")
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--no-profile", action="store_true", help="skip profiling missed targets")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    json_path = args.json or args.out.with_name("results.json")
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": command,
+        "mode": "quick" if args.quick else "full",
+        "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
+        "seed": args.seed,
+        "machine": machine(),
+        "load_average_start": os.getloadavg(),
+    }
+    with tempfile.TemporaryDirectory(prefix="geoweb-bench-") as tmp:
+        workdir = Path(tmp)
+        log("importing the US counties into a fresh store (geoweb import)")
+        db, import_s = build_store(workdir)
+        results["store"] = {"import_s": import_s, "bytes": db.stat().st_size}
+
+        log("start-up: store load + Resolver build in fresh processes")
+        results["startup"] = startup(db, plan["startup_runs"])
+
+        with Store(db) as store:
+            jurisdictions, _ = load_jurisdictions(store)
+        resolver = Resolver(jurisdictions)
+        geometries = [j.boundary for j in jurisdictions if j.boundary is not None]
+        tree = shapely.STRtree(geometries)
+        results["data"] = {
+            "jurisdictions": len(jurisdictions),
+            "with_boundary": len(geometries),
+            "index_pieces": resolver.index.pieces,
+        }
+
+        single_points = random_points(plan["single_points"], args.seed)
+        log(f"single resolves over {plan['single_points']} points")
+        results["single"] = inproc.single(resolver, tree, *single_points)
+
+        batch_points = random_points(plan["batch_points"], args.seed + 1)
+        log(f"batch over {plan['batch_points']} points")
+        results["batch"] = inproc.batch(resolver, tree, *batch_points, plan["batch_repeats"])
+
+        log(f"geoweb resolve-batch on a CSV of {plan['csv_points']} points")
+        results["resolve_batch_cli"] = resolve_batch_cli(
+            db, workdir, plan["csv_points"], args.seed + 2
+        )
+
+        # HTTP points: random points that some county covers, so every answer is a real one.
+        lats, longs = random_points(plan["http_points"] * 3, args.seed + 3)
+        answers = resolver.resolve_many(lats, longs)
+        keep = [i for i, a in enumerate(answers) if getattr(a, "found", False)]
+        keep = keep[: plan["http_points"]]
+        http_points = ([float(lats[i]) for i in keep], [float(longs[i]) for i in keep])
+        log("HTTP: geoweb serve and the trivial server, loaded from another process")
+        results["http"] = httpbench.run(
+            db,
+            workdir,
+            *http_points,
+            plan["concurrencies"],
+            plan["http_duration"],
+            plan["http_max_requests"],
+            plan["http_rounds"],
+        )
+        results["http"]["points"] = len(keep)
+
+        results["targets"] = evaluate(results)
+        results["profiles"] = (
+            {}
+            if args.no_profile
+            else profiles(
+                results["targets"],
+                resolver,
+                db,
+                workdir,
+                single_points,
+                batch_points,
+                http_points,
+                plan["http_duration"],
+            )
+        )
+    results["elapsed_s"] = time.perf_counter() - started
+    results["load_average_end"] = os.getloadavg()
+    json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    args.out.write_text(report.markdown(results), encoding="utf-8")
+    log(f"done in {results['elapsed_s']:.0f} s: wrote {args.out} and {json_path}")
+    for key, target in results["targets"].items():
+        state = "met" if target["met"] else "MISSED"
+        log(f"  {key}: {target['value']:.3g} ({target['op']} {target['target']}) {state}")
