@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import fiona
 import fiona.transform
@@ -66,6 +66,16 @@ class BoundaryReport:
         return [f for f in self.features if f.geometry is None]
 
 
+class _Row(NamedTuple):
+    """One feature as read, before ids are checked and geometries reprojected."""
+
+    id: Any
+    name: Any
+    properties: dict[str, Any]
+    geometry: BaseGeometry | None
+    problem: str | None
+
+
 def count_features(path: str | os.PathLike[str], *, layer: str | None = None) -> int:
     """The number of features in the file's layer (for a progress bar)."""
     where = _existing(path)
@@ -91,17 +101,17 @@ def read_boundaries(
     where = _existing(path)
     name = str(path)
     with _open(where, layer) as source:
-        crs = _source_crs(source, name, assume_crs)
-        _check_fields(source, name, id_field, name_field)
         if source.schema.get("geometry") == "None":
             raise BoundaryFileError(name, "not a boundary file: it has no geometry column")
-        raw: list[tuple[Any, Any, dict[str, Any], BaseGeometry | None, str | None]] = []
+        crs = _source_crs(source, name, assume_crs)
+        _check_fields(source, name, id_field, name_field)
+        rows: list[_Row] = []
         try:
-            for number, feature in enumerate(source, start=1):
+            for feature in source:
                 properties = dict(feature.properties)
                 geometry, problem = _shape(feature.geometry)
-                raw.append(
-                    (
+                rows.append(
+                    _Row(
                         properties.get(id_field),
                         properties.get(name_field),
                         properties,
@@ -112,11 +122,11 @@ def read_boundaries(
                 if progress is not None:
                     progress(1)
         except (fiona.errors.FionaError, OSError, ValueError) as exc:
-            raise BoundaryFileError(name, f"cannot read feature #{len(raw) + 1}: {exc}") from exc
+            raise BoundaryFileError(name, f"cannot read feature #{len(rows) + 1}: {exc}") from exc
 
-    ids = [_as_id(item[0]) for item in raw]
-    _check_ids(name, ids, [_as_text(item[1]) for item in raw])
-    geometries = [item[3] for item in raw]
+    ids = [_as_id(row.id) for row in rows]
+    _check_ids(name, ids, [_as_text(row.name) for row in rows])
+    geometries = [row.geometry for row in rows]
     found = Counter(g.geom_type for g in geometries if g is not None)
     if not any(polygonal_parts(g) for g in geometries if g is not None):
         kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(found.items())) or "no geometries"
@@ -126,21 +136,19 @@ def read_boundaries(
     _check_range(name, ids, geometries, crs)
 
     features = []
-    for (_, label, properties, _, problem), feature_id, geometry in zip(
-        raw, ids, geometries, strict=True
-    ):
+    for row, feature_id, geometry in zip(rows, ids, geometries, strict=True):
         assert feature_id is not None
         notes: list[str] = []
-        label_text = _as_text(label)
-        if not label_text:
-            label_text = feature_id
+        label = _as_text(row.name)
+        if not label:
+            label = feature_id
             notes.append(f"no name in {name_field!r}; the id is used")
-        if problem is not None:
-            notes.append(problem)
+        if row.problem is not None:
+            notes.append(row.problem)
             clean = None
         else:
             clean = _clean(geometry, notes)
-        features.append(BoundaryFeature(feature_id, label_text, clean, properties, tuple(notes)))
+        features.append(BoundaryFeature(feature_id, label, clean, row.properties, tuple(notes)))
     return BoundaryReport(path=name, source_crs=crs.to_string(), features=features)
 
 
@@ -183,8 +191,8 @@ def _source_crs(source: Any, name: str, assume_crs: str | None) -> CRS:
     if declared is None and assumed is None:
         raise BoundaryFileError(
             name,
-            "the file does not say which CRS its coordinates are in (a shapefile without its .prj?); "
-            "pass a CRS explicitly, e.g. --crs EPSG:4326",
+            "the file does not say which CRS its coordinates are in (a shapefile without its "
+            ".prj?); pass a CRS explicitly, e.g. --crs EPSG:4326",
         )
     if declared is not None and assumed is not None and not _same_crs(declared, assumed):
         raise BoundaryFileError(
@@ -198,13 +206,14 @@ def _source_crs(source: Any, name: str, assume_crs: str | None) -> CRS:
 
 
 def _is_wgs84(crs: CRS) -> bool:
-    return crs.to_epsg() == 4326 or crs.to_string() == "OGC:CRS84"
+    return bool(crs.to_epsg() == 4326 or crs.to_string() == "OGC:CRS84")
 
 
 def _same_crs(one: CRS, other: CRS) -> bool:
     if _is_wgs84(one) and _is_wgs84(other):
         return True
-    return bool(one == other) or (one.to_epsg() is not None and one.to_epsg() == other.to_epsg())
+    code = one.to_epsg()
+    return bool(one == other) or (code is not None and code == other.to_epsg())
 
 
 def _check_fields(source: Any, name: str, id_field: str, name_field: str) -> None:
@@ -278,7 +287,8 @@ def _reproject(
 ) -> list[BaseGeometry | None]:
     """All geometries to WGS84 in one transformation (one PROJ pipeline for the whole file)."""
     present = [i for i, g in enumerate(geometries) if g is not None]
-    array = np.array([geometries[i] for i in present], dtype=object)
+    array = np.empty(len(present), dtype=object)
+    array[:] = [geometries[i] for i in present]
 
     def to_wgs84(coords: NDArray[np.float64]) -> NDArray[np.float64]:
         xs, ys = fiona.transform.transform(crs, WGS84, coords[:, 0].tolist(), coords[:, 1].tolist())
@@ -304,10 +314,14 @@ def _check_range(
         coords = shapely.get_coordinates(geometry)
         if not len(coords):
             continue
-        x, y = coords[:, 0], coords[:, 1]
-        finite = bool(np.isfinite(coords).all())
-        if not finite or np.abs(y).max() > 90.0 or np.abs(x).max() > 540.0:
-            example = coords[0] if finite else coords[~np.isfinite(coords).all(axis=1)][0]
+        with np.errstate(invalid="ignore"):
+            wrong = (
+                ~np.isfinite(coords).all(axis=1)
+                | (np.abs(coords[:, 1]) > 90.0 + 1e-9)
+                | (np.abs(coords[:, 0]) > 540.0)
+            )
+        if wrong.any():
+            example = coords[wrong][0]
             raise BoundaryFileError(
                 name,
                 f"feature #{number} (id {feature_id!r}) is not on the globe in {crs.to_string()}: "
@@ -320,13 +334,18 @@ def _clean(geometry: BaseGeometry | None, notes: list[str]) -> BaseGeometry | No
     """Split at the antimeridian, then repair; notes say what was done."""
     if geometry is None:
         return None
-    split = split_antimeridian(geometry)
-    if split is not geometry:
-        reason = "" if geometry.is_valid else f"{explain_validity(geometry)}: "
-        notes.append(
-            f"{reason}crossed the antimeridian; {REPAIRED} by splitting at ±180 "
-            f"into {len(polygonal_parts(split))} part(s)"
-        )
-    repaired, repair_notes = repair_polygonal(split)
+    try:
+        split = split_antimeridian(geometry)
+        if split is not geometry:
+            reason = "" if geometry.is_valid else f"{explain_validity(geometry)}: "
+            notes.append(
+                f"{reason}crossed the antimeridian; {REPAIRED} by splitting at ±180 "
+                f"into {len(polygonal_parts(split))} part(s)"
+            )
+        repaired, repair_notes = repair_polygonal(split)
+    except shapely.errors.GEOSException as exc:
+        # GEOS gives up on some pathological rings; keep the feature, say why it has no boundary.
+        notes.append(f"cannot be repaired: {exc}")
+        return None
     notes.extend(repair_notes)
     return repaired

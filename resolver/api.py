@@ -184,56 +184,43 @@ async def resolve_batch(request: web.Request) -> web.Response:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
-    default_concern = request.query.get("concern")
-    lats, longs, concerns, errors = _batch_points(document, default_concern)
-    if len(lats) > settings.max_batch_points:
+    items = _batch_items(document)
+    if len(items) > settings.max_batch_points:
         raise PayloadTooLarge(
-            f"{len(lats)} points in one batch; at most {settings.max_batch_points} are accepted",
-            count=len(lats),
+            f"{len(items)} points in one batch; at most {settings.max_batch_points} are accepted",
+            count=len(items),
             limit=settings.max_batch_points,
         )
-    answers = request.app[RESOLVER].resolve_many(lats, longs, concerns)
-    out = [errors[i].to_dict() if i in errors else a.to_dict() for i, a in enumerate(answers)]
+    geojson = isinstance(document, dict)
+    default_concern = request.query.get("concern")
+
+    def read_point(item: Any) -> tuple[float, float, str | None]:
+        lat, long, concern = _feature_point(item) if geojson else _object_point(item)
+        return lat, long, concern if concern is not None else default_concern
+
+    resolver = request.app[RESOLVER]
+    answers = resolver.resolve_rows(items, read_point)
     return json_response(
         {
-            "count": len(out),
-            "index_generation": request.app[RESOLVER].index_generation,
-            "answers": out,
+            "count": len(answers),
+            "index_generation": resolver.index_generation,
+            "answers": [answer.to_dict() for answer in answers],
         }
     )
 
 
-def _batch_points(
-    document: Any, default_concern: str | None
-) -> tuple[list[float], list[float], list[str | None], dict[int, GeoWebError]]:
-    """Points from a batch body; malformed items become per-item errors (kept in place)."""
+def _batch_items(document: Any) -> list[Any]:
+    """The points of a batch body: a JSON array, or the features of a FeatureCollection."""
     if isinstance(document, dict) and document.get("type") == "FeatureCollection":
         items = document.get("features")
-        geojson = True
     else:
-        items = document
-        geojson = False
+        items = None if isinstance(document, dict) else document
     if not isinstance(items, list):
         raise InvalidInput(
             "the body must be a JSON array of {lat, long, concern} objects "
             "or a GeoJSON FeatureCollection of Point features"
         )
-    lats: list[float] = []
-    longs: list[float] = []
-    concerns: list[str | None] = []
-    errors: dict[int, GeoWebError] = {}
-    for i, item in enumerate(items):
-        try:
-            lat, long, concern = _feature_point(item) if geojson else _object_point(item)
-            if concern is None:
-                concern = default_concern
-        except GeoWebError as error:
-            errors[i] = error
-            lat, long, concern = 0.0, 0.0, None
-        lats.append(lat)
-        longs.append(long)
-        concerns.append(concern)
-    return lats, longs, concerns, errors
+    return items
 
 
 def _concern_value(value: Any) -> str | None:

@@ -184,29 +184,19 @@ def resolve_batch(
     writer = csv.writer(output_file, lineterminator="\n")
     writer.writerow([*header, *ANSWER_COLUMNS])
     lat_col, long_col, concern_col = columns["lat"], columns["long"], columns.get("concern")
+    width = len(header)
+
+    def read_point(row: list[str]) -> tuple[float, float, str | None]:
+        return (
+            parse_coordinate(_cell(row, lat_col), "lat"),
+            parse_coordinate(_cell(row, long_col), "long"),
+            _cell(row, concern_col) if concern_col is not None else None,
+        )
+
     for rows in _chunks(reader, chunk_size):
-        lats: list[float] = []
-        longs: list[float] = []
-        concerns: list[str | None] = []
-        errors: dict[int, GeoWebError] = {}
-        for i, row in enumerate(rows):
-            try:
-                point = (
-                    parse_coordinate(_cell(row, lat_col), "lat"),
-                    parse_coordinate(_cell(row, long_col), "long"),
-                )
-            except GeoWebError as error:
-                errors[i] = error
-                point = (0.0, 0.0)
-            lats.append(point[0])
-            longs.append(point[1])
-            concerns.append(_cell(row, concern_col) if concern_col is not None else None)
-        width = len(header)
-        for i, (row, answer) in enumerate(
-            zip(rows, resolver.resolve_many(lats, longs, concerns), strict=True)
-        ):
+        for row, answer in zip(rows, resolver.resolve_rows(rows, read_point), strict=True):
             padded = row + [""] * (width - len(row))  # short rows keep their place in the columns
-            writer.writerow([*padded, *_answer_cells(errors.get(i, answer))])
+            writer.writerow([*padded, *_answer_cells(answer)])
 
 
 def _cell(row: list[str], column: int) -> str:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 #: Longest concern accepted, in characters; longer text is not a concern but an accident.
 MAX_CONCERN_LENGTH: Final = 200
+
+T = TypeVar("T")
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
@@ -218,6 +220,30 @@ class Resolver:
         return BatchAnswers(
             self, lat_array, long_array, concerns, valid, valid_indices[point_hits], positions
         )
+
+    def resolve_rows(
+        self, rows: Sequence[T], read_point: Callable[[T], tuple[float, float, str | None]]
+    ) -> list[Answer | GeoWebError]:
+        """Answers for records of any shape (CSV rows, JSON objects, GeoJSON features), in order.
+
+        ``read_point`` turns a record into ``(lat, long, concern)``; a :class:`GeoWebError` it
+        raises becomes that record's answer, so a bad record keeps its place.
+        """
+        lats: list[float] = []
+        longs: list[float] = []
+        concerns: list[str | None] = []
+        errors: dict[int, GeoWebError] = {}
+        for i, row in enumerate(rows):
+            try:
+                lat, long, concern = read_point(row)
+            except GeoWebError as error:
+                errors[i] = error
+                lat, long, concern = 0.0, 0.0, None
+            lats.append(lat)
+            longs.append(long)
+            concerns.append(concern)
+        answers = self.resolve_many(lats, longs, concerns)
+        return [errors.get(i) or answer for i, answer in enumerate(answers)]
 
     def decide(self, concern: str | None, positions: Sequence[int]) -> Decision:
         """The decision for a concern given the covering jurisdictions' positions, ascending.
