@@ -94,6 +94,7 @@ def markdown(r: dict[str, Any]) -> str:
         "ours_pothole": '`Resolver.resolve(lat, long, "pothole")`',
         "raw": 'raw `STRtree(counties).query(Point(long, lat), predicate="covered_by")`',
         "raw_shapely_points": "raw, point built with `shapely.points` (as the resolver does)",
+        "rtree": "`rtree` (libspatialindex) bbox query + prepared `covers` per candidate",
     }
     for key, label in names.items():
         c = s[key]
@@ -121,6 +122,7 @@ def markdown(r: dict[str, Any]) -> str:
         ("resolve_many_lazy", "`resolve_many` alone (answers not materialized)"),
         ("covering_many", "`BoundaryIndex.covering_many` (the vectorized covers part)"),
         ("raw_strtree", 'raw `STRtree.query(points, predicate="covered_by")`'),
+        ("rtree_libspatialindex", "`rtree` `intersection_v` + one vectorized prepared `covers`"),
     ):
         c = b[key]
         out.append(
