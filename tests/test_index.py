@@ -147,7 +147,7 @@ def test_size_and_empty_index(index: BoundaryIndex) -> None:
 
 def load(name: str, id_field: str) -> list[BaseGeometry | None]:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"the shared data folder {SHARED_DATA} is missing")
+        pytest.fail(f"the shared data folder {SHARED_DATA} is missing")
     report = read_boundaries(SHARED_DATA / name, id_field=id_field, name_field="name")
     return [f.geometry for f in report.features]
 
