@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler
 
 from boundaries.kml import placemark_document
 
+from .answering import Answerer
 from .config import Settings
 from .core import Resolver, parse_coordinate
 from .errors import GeoWebError, InvalidInput, MissingParameter, PayloadTooLarge, UnknownType
@@ -39,7 +40,7 @@ DEFAULT_TYPES = (TYPE_OPEN311, TYPE_DISCOVERY)
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
-RESOLVER = web.AppKey("resolver", Resolver)
+ANSWERER = web.AppKey("answerer", Answerer)
 REGISTRY_SOURCE = web.AppKey("registry_source", str)
 
 JSON = "application/json"
@@ -74,7 +75,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = Store(settings.db_path)
     jurisdictions, source = load_jurisdictions(store)
     app[STORE] = store
-    app[RESOLVER] = Resolver(jurisdictions, fallback=settings.fallback)
+    app[ANSWERER] = Answerer(Resolver(jurisdictions, fallback=settings.fallback))
     app[REGISTRY_SOURCE] = source
     log.info("serving %d jurisdictions from the %s registry", len(jurisdictions), source)
     yield
@@ -114,18 +115,18 @@ async def geowebdns_service(request: web.Request) -> web.Response:
     """``GET /service?lat=&long=&type=``: the GeoWeb DNS protocol as the Open311 wiki defines it."""
     lat, long = _point(request)
     types = request.query.getall("type", None) or list(DEFAULT_TYPES)
-    resolver = request.app[RESOLVER]
+    answerer = request.app[ANSWERER]
     base = _base_url(request)
     results = []
     for type_uri in dict.fromkeys(types):
-        result = _service_result(resolver, type_uri, lat, long, base)
+        result = await _service_result(answerer, type_uri, lat, long, base)
         if result is not None:
             results.append(result)
     return json_response({"results": results}, status=200 if results else 404)
 
 
-def _service_result(
-    resolver: Resolver, type_uri: str, lat: float, long: float, base: str
+async def _service_result(
+    answerer: Answerer, type_uri: str, lat: float, long: float, base: str
 ) -> dict[str, Any] | None:
     if type_uri in (TYPE_OPEN311, TYPE_DISCOVERY):
         concern = None
@@ -137,7 +138,7 @@ def _service_result(
             f"{TYPE_DISCOVERY} and {TYPE_CONCERN_PREFIX}<concern>",
             type=type_uri[:200],
         )
-    answer = resolver.resolve(lat, long, concern)
+    answer = await answerer.resolve(lat, long, concern)
     jurisdiction = answer.jurisdiction
     if type_uri == TYPE_DISCOVERY:
         if jurisdiction is None or not jurisdiction.discovery_url:
@@ -171,7 +172,7 @@ def _kml_url(base: str, jurisdiction: Jurisdiction | None) -> str | None:
 async def resolve_one(request: web.Request) -> web.Response:
     """``GET /v1/resolve?lat=&long=&concern=``: one answer with its provenance."""
     lat, long = _point(request)
-    answer = request.app[RESOLVER].resolve(lat, long, request.query.get("concern"))
+    answer = await request.app[ANSWERER].resolve(lat, long, request.query.get("concern"))
     return json_response(answer.to_dict())
 
 
@@ -198,7 +199,7 @@ async def resolve_batch(request: web.Request) -> web.Response:
         lat, long, concern = _feature_point(item) if geojson else _object_point(item)
         return lat, long, concern if concern is not None else default_concern
 
-    resolver = request.app[RESOLVER]
+    resolver = request.app[ANSWERER].resolver
     answers = resolver.resolve_rows(items, read_point)
     return json_response(
         {
@@ -261,7 +262,7 @@ def _feature_point(item: Any) -> tuple[float, float, str | None]:
 
 async def list_jurisdictions(request: web.Request) -> web.Response:
     """``GET /v1/jurisdictions?offset=&limit=``: summaries, paged."""
-    resolver = request.app[RESOLVER]
+    resolver = request.app[ANSWERER].resolver
     offset = _int_param(request, "offset", 0, 0, len(resolver.jurisdictions))
     limit = _int_param(request, "limit", 1000, 1, 10_000)
     page = resolver.jurisdictions[offset : offset + limit]
@@ -301,7 +302,7 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 async def show_jurisdiction(request: web.Request) -> web.Response:
     """``GET /v1/jurisdictions/{id}`` (JSON), ``{id}.geojson`` (Feature), ``{id}.kml`` (KML)."""
-    resolver = request.app[RESOLVER]
+    resolver = request.app[ANSWERER].resolver
     key = request.match_info["id"]
     jurisdiction_id, suffix = key, ""
     for extension in (".geojson", ".kml"):
@@ -321,7 +322,7 @@ async def show_jurisdiction(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: alive, and what it serves."""
-    resolver = request.app[RESOLVER]
+    resolver = request.app[ANSWERER].resolver
     return json_response(
         {
             "status": "ok",

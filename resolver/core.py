@@ -145,6 +145,7 @@ class Resolver:
         *,
         fallback: Fallback | None = None,
         decision_cache_size: int = 65536,
+        _index: BoundaryIndex | None = None,
     ) -> None:
         self.jurisdictions: tuple[Jurisdiction, ...] = tuple(jurisdictions)
         self.fallback = fallback
@@ -153,7 +154,7 @@ class Resolver:
             if jurisdiction.id in self._positions:
                 raise InvalidInput(f"jurisdiction id {jurisdiction.id!r} appears twice")
             self._positions[jurisdiction.id] = position
-        self.index = BoundaryIndex([j.boundary for j in self.jurisdictions])
+        self.index = _index or BoundaryIndex([j.boundary for j in self.jurisdictions])
         order = sorted(
             range(len(self.jurisdictions)),
             key=lambda p: (
@@ -173,6 +174,26 @@ class Resolver:
 
     def __len__(self) -> int:
         return len(self.jurisdictions)
+
+    def replace(self, updated: Sequence[Jurisdiction]) -> Resolver:
+        """A new resolver with these jurisdictions replaced (by id) or added.
+
+        When no boundary changed (same ids in the same places, same generations), the new
+        resolver shares this one's spatial index, so refreshing services or endpoints is cheap.
+        """
+        by_id = {j.id: j for j in updated}
+        merged = [by_id.pop(j.id, j) for j in self.jurisdictions]
+        merged.extend(by_id.values())
+        same_boundaries = len(merged) == len(self.jurisdictions) and all(
+            new.boundary_generation == old.boundary_generation
+            for new, old in zip(merged, self.jurisdictions, strict=True)
+        )
+        return Resolver(
+            merged,
+            fallback=self.fallback,
+            decision_cache_size=self._decision_cache_size,
+            _index=self.index if same_boundaries else None,
+        )
 
     def __contains__(self, jurisdiction_id: object) -> bool:
         return jurisdiction_id in self._positions

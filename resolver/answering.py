@@ -1,0 +1,105 @@
+"""Driving the pure core with facts that live elsewhere and expire.
+
+The core (``resolver/core.py``) decides from the jurisdictions it is given. Some facts about a
+jurisdiction are published elsewhere and have an expiry: its ``_open311`` TXT record (DNS TTL), its
+service discovery document and services list (HTTP caching, discovery ``changeset``). A
+:class:`FactSource` knows whether its facts about a jurisdiction are missing or expired and how to
+refresh them. The :class:`Answerer` asks the core first; only when the decision's candidates have
+missing or expired facts does it ask the sources for those jurisdictions (once each, however many
+requests wait for them), swap in a new :class:`~resolver.core.Resolver` that shares the spatial
+index, and answer again. Like dnspython's resolver: the core says what is needed, the driver asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Protocol
+
+from .core import Resolver
+from .models import Answer, Jurisdiction
+
+
+class FactSource(Protocol):
+    """One kind of outside fact about jurisdictions (DNS records, discovery documents, ...)."""
+
+    name: str
+
+    def needs(self, jurisdiction: Jurisdiction, now: float) -> bool:
+        """True when this source's facts about the jurisdiction are missing or expired at ``now``
+        (seconds since the epoch)."""
+        ...
+
+    async def refresh(self, jurisdiction: Jurisdiction) -> Jurisdiction:
+        """The jurisdiction with this source's facts brought up to date, provenance included.
+
+        Network failures are not raised: the jurisdiction comes back with its stale facts and a
+        provenance entry saying what failed, so answers keep flowing (serve-stale).
+        """
+        ...
+
+
+class Answerer:
+    """Answers points with facts refreshed on demand; the one entry point for request handlers."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        sources: Sequence[FactSource] = (),
+        *,
+        on_update: Callable[[list[Jurisdiction]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._resolver = resolver
+        self.sources = tuple(sources)
+        self._on_update = on_update
+        self._clock = clock
+        self._in_flight: dict[str, asyncio.Task[Jurisdiction]] = {}
+
+    @property
+    def resolver(self) -> Resolver:
+        """The current resolver (it changes when refreshed facts come in)."""
+        return self._resolver
+
+    async def resolve(self, lat: float, long: float, concern: str | None = None) -> Answer:
+        answer = self._resolver.resolve(lat, long, concern)
+        if not self.sources:
+            return answer
+        decision = answer.decision
+        candidates = [
+            c.jurisdiction for c in (decision.chosen, *decision.alternatives) if c is not None
+        ]
+        now = self._clock()
+        stale = [j for j in candidates if any(s.needs(j, now) for s in self.sources)]
+        if not stale:
+            return answer
+        await self.refresh(stale)
+        return self._resolver.resolve(lat, long, concern)
+
+    async def refresh(self, jurisdictions: Sequence[Jurisdiction]) -> list[Jurisdiction]:
+        """Refresh these jurisdictions from every source that needs to, concurrently; one refresh
+        per jurisdiction at a time however many callers ask."""
+        tasks = []
+        for jurisdiction in jurisdictions:
+            task = self._in_flight.get(jurisdiction.id)
+            if task is None:
+                task = asyncio.ensure_future(self._refresh_one(jurisdiction))
+                self._in_flight[jurisdiction.id] = task
+                task.add_done_callback(partial(self._forget, jurisdiction.id))
+            tasks.append(task)
+        return list(await asyncio.gather(*tasks))
+
+    def _forget(self, key: str, _task: object) -> None:
+        self._in_flight.pop(key, None)
+
+    async def _refresh_one(self, jurisdiction: Jurisdiction) -> Jurisdiction:
+        now = self._clock()
+        for source in self.sources:
+            if source.needs(jurisdiction, now):
+                jurisdiction = await source.refresh(jurisdiction)
+        self._resolver = self._resolver.replace([jurisdiction])
+        if self._on_update is not None:
+            self._on_update([jurisdiction])
+        return jurisdiction
