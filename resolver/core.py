@@ -331,8 +331,9 @@ def _index_generation(jurisdictions: Sequence[Jurisdiction]) -> str:
 class BatchAnswers(Sequence["Answer | GeoWebError"]):
     """Answers of :meth:`Resolver.resolve_many`, in input order, each an Answer or the error.
 
-    The covers tests are done; each answer's decision is taken (or found in the cache) when the
-    answer is read.
+    Columnar: every point's decision is taken when the batch is built, once per distinct
+    (concern, covering set); ``decisions`` holds them and ``decision_index[i]`` says which one
+    point ``i`` has (``-1`` for a bad point). An :class:`Answer` is a light view built when read.
     """
 
     def __init__(
@@ -345,14 +346,60 @@ class BatchAnswers(Sequence["Answer | GeoWebError"]):
         point_hits: npt.NDArray[np.intp],
         positions: npt.NDArray[np.intp],
     ) -> None:
-        # Plain lists: reading one element of a list is several times cheaper than of an array.
         self._resolver = resolver
-        self._lats: list[float] = lats.tolist()
-        self._longs: list[float] = longs.tolist()
-        self._concerns = concerns
-        self._valid: list[bool] = valid.tolist()
-        self._positions: list[int] = positions.tolist()
-        self._starts: list[int] = np.searchsorted(point_hits, np.arange(len(lats) + 1)).tolist()
+        self._lats = lats
+        self._longs = longs
+        self._raw_concerns = concerns
+        n = len(lats)
+        starts = np.searchsorted(point_hits, np.arange(n + 1))
+        counts = np.diff(starts)
+        # One integer per covering set: -1 none, a position for a single one (the common case),
+        # and numbers past the positions for the rare sets of several (points on borders).
+        set_key = np.full(n, -1, dtype=np.int64)
+        single = counts == 1
+        set_key[single] = positions[starts[:-1][single]]
+        sets: dict[int, tuple[int, ...]] = {}
+        multi_keys: dict[tuple[int, ...], int] = {}
+        base = len(resolver.jurisdictions)
+        for i in np.flatnonzero(counts > 1).tolist():
+            members = tuple(positions[starts[i] : starts[i + 1]].tolist())
+            key = multi_keys.setdefault(members, base + len(multi_keys))
+            sets[key] = members
+            set_key[i] = key
+        concern_code, concern_values = self._concern_codes(concerns, valid)
+        usable = valid & (concern_code >= 0)
+        width = base + len(multi_keys) + 1
+        combined = np.where(usable, concern_code * width + set_key + 1, -1)
+        unique, inverse = np.unique(combined, return_inverse=True)
+        self.decisions: list[Decision | None] = []
+        for code in unique.tolist():
+            if code < 0:
+                self.decisions.append(None)
+                continue
+            concern, key = concern_values[code // width], code % width - 1
+            members = () if key < 0 else sets.get(key, (key,))
+            self.decisions.append(resolver.decide(concern, members))
+        #: Which of ``decisions`` each point has; -1 for a point with an error.
+        self.decision_index: npt.NDArray[np.intp] = np.where(usable, inverse, -1)
+        self._index_list: list[int] = self.decision_index.tolist()
+
+    @staticmethod
+    def _concern_codes(
+        concerns: Sequence[str | None] | None, valid: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.int64], list[str | None]]:
+        """A small integer per point's cleaned concern (-1 when it is invalid), and the values."""
+        if concerns is None:
+            return np.zeros(len(valid), dtype=np.int64), [None]
+        codes: dict[str | None, int] = {}
+        out = np.empty(len(concerns), dtype=np.int64)
+        for i, raw in enumerate(concerns):
+            try:
+                concern = clean_concern(raw)
+            except GeoWebError:
+                out[i] = -1
+                continue
+            out[i] = codes.setdefault(concern, len(codes))
+        return out, list(codes)
 
     def __len__(self) -> int:
         return len(self._lats)
@@ -361,16 +408,27 @@ class BatchAnswers(Sequence["Answer | GeoWebError"]):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
-        lat, long = self._lats[i], self._longs[i]
-        try:
-            if not self._valid[i]:
-                check_point(lat, long)
-            concern = clean_concern(self._concerns[i]) if self._concerns is not None else None
-        except GeoWebError as error:
-            return error
-        positions = self._positions[self._starts[i] : self._starts[i + 1]]
-        decision = self._resolver.decide(concern, positions)
+        which = self._index_list[i]
+        decision = self.decisions[which] if which >= 0 else None
+        if decision is None:
+            return self._error(i)
+        lat, long = float(self._lats[i]), float(self._longs[i])
         return Answer(lat, long, decision, self._resolver.index_generation)
 
+    def _error(self, i: int) -> GeoWebError:
+        try:
+            check_point(float(self._lats[i]), float(self._longs[i]))
+            if self._raw_concerns is not None:
+                clean_concern(self._raw_concerns[i])
+        except GeoWebError as error:
+            return error
+        raise AssertionError(f"point {i} has no decision and no error")  # pragma: no cover
+
     def __iter__(self) -> Iterator[Answer | GeoWebError]:
-        return map(self.__getitem__, range(len(self)))
+        generation = self._resolver.index_generation
+        decisions = self.decisions
+        for i, (lat, long, which) in enumerate(
+            zip(self._lats.tolist(), self._longs.tolist(), self._index_list, strict=True)
+        ):
+            decision = decisions[which] if which >= 0 else None
+            yield self._error(i) if decision is None else Answer(lat, long, decision, generation)

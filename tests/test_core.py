@@ -188,10 +188,20 @@ def test_batch_agrees_with_single_answers(resolver: Resolver) -> None:
 
 
 def test_batch_keeps_bad_points_in_place(resolver: Resolver) -> None:
-    answers = list(resolver.resolve_many([1.5, 95.0, math.nan, 1.5], [1.5, 0.0, 0.0, 1.5]))
-    assert isinstance(answers[0], Answer) and isinstance(answers[3], Answer)
+    batch = resolver.resolve_many(
+        [1.5, 95.0, math.nan, 1.5, 1.5],
+        [1.5, 0.0, 0.0, 1.5, 1.5],
+        [None, None, None, "x" * 201, ""],
+    )
+    answers = list(batch)
+    assert isinstance(answers[0], Answer) and isinstance(answers[4], Answer)
     assert isinstance(answers[1], InvalidCoordinates) and "outside" in answers[1].detail
     assert isinstance(answers[2], InvalidCoordinates) and "finite" in answers[2].detail
+    assert isinstance(answers[3], InvalidInput) and "at most" in answers[3].detail
+    assert [type(batch[i]) for i in range(5)] == [type(a) for a in answers]
+    # columnar: the two good points share one decision
+    assert batch.decision_index.tolist()[0] == batch.decision_index.tolist()[4]
+    assert batch.decision_index.tolist()[1:4] == [-1, -1, -1]
 
 
 def test_unknown_jurisdiction_and_duplicate_ids(resolver: Resolver) -> None:
