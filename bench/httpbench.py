@@ -127,7 +127,13 @@ def load(
     env = None
     if wrk:
         threads = str(min(concurrency, 2))
-        command = [wrk, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "-T10s"]
+        command = [
+            wrk,
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{max(1, round(duration))}s",
+            "-T10s",
+        ]
         command += ["-s", str(REPO / "bench" / "wrk_paths.lua"), f"http://{HOST}:{port}"]
         env = {**os.environ, "WRK_PATHS": str(paths)}
     else:

@@ -1,15 +1,16 @@
 """The HTTP baseline: a constant small JSON body, served the way ``geoweb serve`` serves.
 
-Same ``web.run_app`` defaults, the same INFO logging configuration (so the same access log), the
-same host. ``python -m bench.trivial_server --port P``.
+Started by the same function as ``geoweb serve`` (``resolver.api.run_server``: the same event loop,
+logging and access log), on the same host. ``python -m bench.trivial_server --port P``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 
 from aiohttp import web
+
+from resolver.api import run_server
 
 BODY = b'{"results":[{"type":"x","uri":"https://311.example.org/open311/v2/"}]}'
 
@@ -23,11 +24,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_get("/service", constant)
     app.router.add_get("/healthz", constant)
-    web.run_app(app, host=args.host, port=args.port)
+    run_server(app, args.host, args.port)
 
 
 if __name__ == "__main__":

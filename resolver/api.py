@@ -7,24 +7,32 @@ status; nothing else turns exceptions into responses.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import logging
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, unquote
 
+import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from boundaries.kml import placemark_document
+from discovery.fetch import Fetcher, FetchLimits, make_session
 
-from .answering import Answerer
+from .answering import Answerer, FactSource
 from .config import Settings
 from .core import Resolver, parse_coordinate
+from .discovery_source import DiscoverySource, refresh_all
+from .dns_source import dns_source
 from .errors import GeoWebError, InvalidInput, MissingParameter, PayloadTooLarge, UnknownType
 from .models import Jurisdiction
 from .registry import jurisdiction_to_feature, load_jurisdictions
-from .store import Store
+from .store import Store, StoreHttpCache, record_refresh, refresh_status
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,13 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ANSWERER = web.AppKey("answerer", Answerer)
 REGISTRY_SOURCE = web.AppKey("registry_source", str)
+#: The one HTTP client session of the app (guarded: see discovery/fetch.py), and its fetcher.
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+FETCHER = web.AppKey("fetcher", Fetcher)
+DISCOVERY = web.AppKey("discovery", DiscoverySource)
+#: Seconds between background refresh rounds, and the most each jurisdiction's start is delayed.
+REFRESH_INTERVAL = 300.0
+REFRESH_JITTER = 30.0
 
 JSON = "application/json"
 
@@ -75,11 +90,67 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = Store(settings.db_path)
     jurisdictions, source = load_jurisdictions(store)
     app[STORE] = store
-    app[ANSWERER] = Answerer(Resolver(jurisdictions, fallback=settings.fallback))
+    limits = FetchLimits(
+        connect_timeout=min(5.0, settings.fetch_timeout),
+        total_timeout=settings.fetch_timeout,
+        max_bytes=settings.fetch_max_bytes,
+    )
+    session = make_session(allow_networks=settings.allow_network, limits=limits)
+    app[HTTP_SESSION] = session
+    app[FETCHER] = Fetcher(
+        session, limits=limits, allow_networks=settings.allow_network, cache=StoreHttpCache(store)
+    )
+    sources: list[FactSource] = []
+    if settings.dns_nameserver:  # DNS attests first; discovery then reads what DNS names
+        sources.append(dns_source(settings))
+    if settings.discovery_refresh:
+
+        def on_result(jurisdiction: str, ok: bool, reason: str | None, url: str | None) -> None:
+            record_refresh(store, jurisdiction, ok=ok, reason=reason, url=url)
+
+        app[DISCOVERY] = DiscoverySource(app[FETCHER], on_result=on_result)
+        sources.append(app[DISCOVERY])
+    app[ANSWERER] = Answerer(Resolver(jurisdictions, fallback=settings.fallback), sources)
     app[REGISTRY_SOURCE] = source
     log.info("serving %d jurisdictions from the %s registry", len(jurisdictions), source)
+    # The registry and its index are long-lived: move them out of the collector's way, so that
+    # full collections during requests do not walk tens of thousands of objects every time.
+    gc.collect()
+    gc.freeze()
     yield
+    await session.close()
     store.close()
+
+
+async def refresh_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Refresh discovery facts in the background (when enabled): every ``REFRESH_INTERVAL``
+    seconds, the jurisdictions whose facts expired, a few at a time, each after a random delay."""
+    task = None
+    if DISCOVERY in app:
+        task = asyncio.create_task(_refresh_loop(app))
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _refresh_loop(app: web.Application) -> None:
+    answerer, source = app[ANSWERER], app[DISCOVERY]
+    concurrency = app[SETTINGS].refresh_concurrency
+    rng = random.Random()
+    while True:
+        now = source.clock()
+        due = [j for j in answerer.resolver.jurisdictions if source.needs(j, now)]
+        if due:
+            log.info("background refresh of %d jurisdictions", len(due))
+            try:
+                await refresh_all(
+                    answerer, due, concurrency=concurrency, jitter=REFRESH_JITTER, rng=rng
+                )
+            except Exception:  # pragma: no cover - a bug must not stop the loop
+                log.exception("background refresh failed")
+        await asyncio.sleep(REFRESH_INTERVAL + rng.uniform(0, REFRESH_JITTER))
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -87,11 +158,14 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(refresh_ctx)
     app.router.add_get("/service", geowebdns_service)
     app.router.add_get("/v1/resolve", resolve_one)
     app.router.add_post("/v1/resolve", resolve_batch)
     app.router.add_get("/v1/jurisdictions", list_jurisdictions)
     app.router.add_get("/v1/jurisdictions/{id}", show_jurisdiction)
+    app.router.add_get("/v1/jurisdictions/{id}/services", jurisdiction_services)
+    app.router.add_get("/v1/concerns", concerns_here)
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -317,7 +391,62 @@ async def show_jurisdiction(request: web.Request) -> web.Response:
             text=placemark_document(jurisdiction.name, jurisdiction.boundary, jurisdiction.id),
             content_type="application/vnd.google-earth.kml+xml",
         )
-    return json_response(jurisdiction.to_dict())
+    body = jurisdiction.to_dict()
+    body["refresh"] = refresh_status(request.app[STORE], jurisdiction.id)
+    return json_response(body)
+
+
+async def jurisdiction_services(request: web.Request) -> web.Response:
+    """``GET /v1/jurisdictions/{id}/services``: its services list (fetched when missing or
+    expired and discovery is on), with where it came from."""
+    answerer = request.app[ANSWERER]
+    jurisdiction = answerer.resolver.jurisdiction(request.match_info["id"])
+    source = request.app.get(DISCOVERY)
+    if source is not None and source.needs(jurisdiction, source.clock()):
+        (jurisdiction,) = await answerer.refresh([jurisdiction])
+    return json_response(
+        {
+            "jurisdiction": jurisdiction.summary(),
+            "endpoint": jurisdiction.endpoint.to_dict() if jurisdiction.endpoint else None,
+            "services": None
+            if jurisdiction.services is None
+            else [s.to_dict() for s in jurisdiction.services],
+            "provenance": [p.to_dict() for p in jurisdiction.provenance],
+            "refresh": refresh_status(request.app[STORE], jurisdiction.id),
+        }
+    )
+
+
+async def concerns_here(request: web.Request) -> web.Response:
+    """``GET /v1/concerns?lat=&long=[&concern=]``: what can be reported here, from every covering
+    jurisdiction, most specific first (with the matches when a concern is given)."""
+    lat, long = _point(request)
+    concern = request.query.get("concern")
+    answer = await request.app[ANSWERER].resolve(lat, long, concern)
+    decision = answer.decision
+    candidates = [c for c in (decision.chosen, *decision.alternatives) if c is not None]
+    candidates.sort(key=lambda c: 0 if c is decision.chosen else 1)
+    return json_response(
+        {
+            "query": {"lat": lat, "long": long, "concern": decision.concern},
+            "chosen": decision.jurisdiction.id if decision.jurisdiction else None,
+            "jurisdictions": [
+                {
+                    **c.jurisdiction.summary(),
+                    "endpoint": c.jurisdiction.endpoint.url if c.jurisdiction.endpoint else None,
+                    "concern_status": c.concern_status,
+                    "matched_services": [m.to_dict() for m in c.matches],
+                    "services": None
+                    if c.jurisdiction.services is None
+                    else [s.to_dict() for s in c.jurisdiction.services],
+                    "provenance": [
+                        p.to_dict() for p in c.jurisdiction.provenance if p.fact == "services"
+                    ],
+                }
+                for c in candidates
+            ],
+        }
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -334,4 +463,23 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-__all__ = ["TYPE_CONCERN_PREFIX", "TYPE_DISCOVERY", "TYPE_OPEN311", "create_app"]
+def run_server(app: web.Application, host: str, port: int) -> None:
+    """Serve ``app`` until interrupted: uvloop's event loop when it is installed, INFO logging
+    with aiohttp's access log. ``geoweb serve`` and the benchmark's baseline both start this way."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        loop = None
+    else:
+        loop = uvloop.new_event_loop()
+    web.run_app(app, host=host, port=port, loop=loop)
+
+
+__all__ = [
+    "TYPE_CONCERN_PREFIX",
+    "TYPE_DISCOVERY",
+    "TYPE_OPEN311",
+    "create_app",
+    "run_server",
+]

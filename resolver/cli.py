@@ -94,18 +94,56 @@ def _open_resolver(db: str | None, fallback_url: str | None, fallback_name: str)
     help=SETTINGS_HELP["max_body_bytes"],
 )
 @click.option("--public-url", metavar="URL", help=SETTINGS_HELP["public_url"])
+@click.option(
+    "--discovery-refresh/--no-discovery-refresh",
+    default=Settings.discovery_refresh,
+    show_default=True,
+    help=SETTINGS_HELP["discovery_refresh"],
+)
+@click.option(
+    "--refresh-concurrency",
+    default=Settings.refresh_concurrency,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help=SETTINGS_HELP["refresh_concurrency"],
+)
+@click.option(
+    "--fetch-timeout",
+    default=Settings.fetch_timeout,
+    show_default=True,
+    type=click.FloatRange(0.1, 300),
+    help=SETTINGS_HELP["fetch_timeout"],
+)
+@click.option(
+    "--fetch-max-bytes",
+    default=Settings.fetch_max_bytes,
+    show_default=True,
+    type=click.IntRange(1024),
+    help=SETTINGS_HELP["fetch_max_bytes"],
+)
+@click.option("--allow-network", multiple=True, metavar="CIDR", help=SETTINGS_HELP["allow_network"])
+@click.option("--dns-nameserver", multiple=True, metavar="IP", help=SETTINGS_HELP["dns_nameserver"])
+@click.option(
+    "--dns-port",
+    default=53,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help=SETTINGS_HELP["dns_port"],
+)
+@click.option(
+    "--dns-timeout",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 60),
+    help=SETTINGS_HELP["dns_timeout"],
+)
 def serve(**options: Any) -> None:
     """Serve the HTTP API (GeoWeb DNS /service and /v1). With an empty store, serves the
     embedded registry."""
-    import logging
+    from .api import create_app, run_server
 
-    from aiohttp import web
-
-    from .api import create_app
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings(**options)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port)
+    run_server(create_app(settings), settings.host, settings.port)
 
 
 @main.command()
@@ -289,3 +327,12 @@ def jurisdictions(as_json: bool, db: str | None) -> None:
         endpoint = j.endpoint.url if j.endpoint else "-"
         boundary = "boundary" if j.boundary is not None else "no-boundary"
         click.echo(f"{j.id}\t{j.name}\t{boundary}\t{endpoint}")
+
+
+from .cli_discovery import register_commands  # noqa: E402  (issue 4: discovery, refresh)
+
+register_commands(main)
+
+from .cli_dns import register_commands as register_dns  # noqa: E402  (issue 3: zone, publish)
+
+register_dns(main)

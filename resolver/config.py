@@ -30,6 +30,16 @@ class Settings:
     max_batch_points: int = 50_000
     max_body_bytes: int = 4 * 1024 * 1024
     public_url: str | None = None
+    # Discovery (issue 4): fetching discovery documents and services lists.
+    discovery_refresh: bool = False
+    refresh_concurrency: int = 8
+    fetch_timeout: float = 15.0
+    fetch_max_bytes: int = 2 * 1024 * 1024
+    allow_network: tuple[str, ...] = ()
+    # DNS (issue 3): each jurisdiction's own _open311 record attests the registry's facts.
+    dns_nameserver: tuple[str, ...] = ()
+    dns_port: int = 53
+    dns_timeout: float = 2.0
 
     @property
     def db_path(self) -> str:
@@ -51,4 +61,15 @@ SETTINGS_HELP: dict[str, str] = {
     "max_batch_points": "Most points accepted by one POST /v1/resolve (larger batches get 413).",
     "max_body_bytes": "Largest request body accepted, in bytes (larger bodies get 413).",
     "public_url": "Base URL used in links (kml); default: the URL the request came in on.",
+    "discovery_refresh": "Fetch discovery documents and services lists (on demand and in the "
+    "background); off: answer from the registry alone.",
+    "refresh_concurrency": "Most jurisdictions refreshed at once in the background.",
+    "fetch_timeout": "Seconds one fetch may take in all, redirects included (connect: at most 5).",
+    "fetch_max_bytes": "Largest document fetched, in bytes; reading stops there.",
+    "allow_network": "A network the fetcher may connect to although it is loopback, private or "
+    "reserved (e.g. 10.1.0.0/16); repeatable. Default: public addresses only.",
+    "dns_nameserver": "Nameserver (IP address) asked for _open311 records; repeatable. Given: "
+    "DNS attests each jurisdiction's discovery URL. Default: DNS is not used.",
+    "dns_port": "Port of the DNS nameservers (UDP, and TCP for long answers).",
+    "dns_timeout": "Seconds one DNS lookup may take before a stale cached answer is used.",
 }

@@ -42,6 +42,13 @@ class Provenance:
     retrieved: str | None = None
     expires: str | None = None
     note: str | None = None
+    #: DNS facts (issue 3): the TTL left when answered, in seconds; ``stale``: served from cache
+    #: because DNS failed (RFC 8767); ``verified``: the domain's own record agrees with the
+    #: registry; ``authenticated``: the answer had the DNSSEC AD flag from a validating resolver.
+    ttl: int | None = None
+    stale: bool | None = None
+    verified: bool | None = None
+    authenticated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
@@ -292,9 +299,13 @@ class Decision:
         return f"No answer: {why}, and no fallback service is configured."
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
-    """The one answer to "who handles this concern at this point?": a point and its decision."""
+    """The one answer to "who handles this concern at this point?": a point and its decision.
+
+    Not frozen, unlike the other models: batches build one per point, and a frozen dataclass costs
+    three times as much to construct. Its decision is frozen and shared; treat answers as read-only.
+    """
 
     lat: float
     long: float

@@ -11,16 +11,19 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import shapely
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
+    Float,
     Integer,
     LargeBinary,
     String,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -31,6 +34,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .errors import InvalidInput, StoreError
 from .models import Endpoint, Jurisdiction, Provenance, Service
+
+if TYPE_CHECKING:
+    from discovery.fetch import Fetched
 
 #: The schema this code reads and writes. Bump it, and add a step to ``_MIGRATIONS``, on any change.
 SCHEMA_VERSION = 1
@@ -171,8 +177,10 @@ class Store:
                             existing=clash[:100],
                         )
                 now = _now()
-                for jurisdiction in jurisdictions:
-                    session.merge(_to_row(jurisdiction, now))
+                for chunk in range(0, len(ids), 500):
+                    part = ids[chunk : chunk + 500]
+                    session.execute(delete(JurisdictionRow).where(JurisdictionRow.id.in_(part)))
+                session.add_all(_to_row(jurisdiction, now) for jurisdiction in jurisdictions)
                 session.add(
                     ImportRow(
                         source=source,
@@ -249,3 +257,129 @@ def _to_model(row: JurisdictionRow) -> Jurisdiction:
         provenance=tuple(Provenance(**p) for p in row.provenance),
         notes=tuple(row.notes),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery (issue 4): the HTTP cache and per-jurisdiction refresh status. New tables only; they
+# are created by ``create_all`` on existing stores, so SCHEMA_VERSION is unchanged.
+
+
+class HttpCacheRow(Base):
+    """One stored HTTP response (RFC 9111), keyed by the URL asked for."""
+
+    __tablename__ = "http_cache"
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(256))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    fetched_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    etag: Mapped[str | None] = mapped_column(String(1024))
+    last_modified: Mapped[str | None] = mapped_column(String(128))
+    final_url: Mapped[str | None] = mapped_column(String(2048))
+
+
+class RefreshStatusRow(Base):
+    """The last discovery refresh of one jurisdiction: when, whether it worked, and why not."""
+
+    __tablename__ = "refresh_status"
+    jurisdiction: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(String(2048))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StoreHttpCache:
+    """The :class:`discovery.fetch.HttpCache` kept in the store, so it survives restarts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, url: str) -> Fetched | None:
+        from discovery.fetch import Fetched
+
+        with Session(self.store.engine) as session:
+            row = session.get(HttpCacheRow, url)
+            if row is None:
+                return None
+            return Fetched(
+                url=row.url,
+                status=row.status,
+                content_type=row.content_type,
+                body=row.body,
+                fetched_at=row.fetched_at,
+                expires_at=row.expires_at,
+                etag=row.etag,
+                last_modified=row.last_modified,
+                from_cache=True,
+                stale=False,
+                final_url=row.final_url,
+            )
+
+    def put(self, fetched: Fetched) -> None:
+        with self.store._transaction() as session:
+            session.merge(
+                HttpCacheRow(
+                    url=fetched.url,
+                    status=fetched.status,
+                    content_type=fetched.content_type,
+                    body=fetched.body,
+                    fetched_at=fetched.fetched_at,
+                    expires_at=fetched.expires_at,
+                    etag=fetched.etag,
+                    last_modified=fetched.last_modified,
+                    final_url=fetched.final_url,
+                )
+            )
+
+    def flush(self, url: str | None = None) -> None:
+        with self.store._transaction() as session:
+            query = delete(HttpCacheRow)
+            session.execute(query if url is None else query.where(HttpCacheRow.url == url))
+
+
+def record_refresh(
+    store: Store, jurisdiction: str, *, ok: bool, reason: str | None, url: str | None
+) -> None:
+    """Record one refresh attempt of a jurisdiction (time, outcome, reason)."""
+    now = _now()
+    with store._transaction() as session:
+        row = session.get(RefreshStatusRow, jurisdiction)
+        if row is None:
+            row = RefreshStatusRow(jurisdiction=jurisdiction, failures=0)
+            session.add(row)
+        row.attempted_at = now
+        row.ok = ok
+        row.reason = None if ok else (reason or "unknown")[:2048]
+        row.url = url
+        if ok:
+            row.last_success_at = now
+            row.failures = 0
+        else:
+            row.failures = (row.failures or 0) + 1
+
+
+def refresh_status(store: Store, jurisdiction: str) -> dict[str, Any] | None:
+    """The last refresh of a jurisdiction, or ``None`` when it was never refreshed."""
+    with Session(store.engine) as session:
+        row = session.get(RefreshStatusRow, jurisdiction)
+        if row is None:
+            return None
+        return {
+            "attempted_at": _utc_iso(row.attempted_at),
+            "ok": row.ok,
+            "reason": row.reason,
+            "url": row.url,
+            "last_success_at": _utc_iso(row.last_success_at),
+            "consecutive_failures": row.failures,
+        }
+
+
+def _utc_iso(when: dt.datetime | None) -> str | None:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat(timespec="seconds")

@@ -1,0 +1,235 @@
+"""``geoweb discovery generate``, ``geoweb discovery validate`` and ``geoweb refresh``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from .config import SETTINGS_HELP, Settings, default_db_path
+
+
+def _db_option(f: Any) -> Any:
+    return click.option(
+        "--db", metavar="PATH|URL", help=SETTINGS_HELP["db"] + f" [{default_db_path()}]"
+    )(f)
+
+
+def _fetch_options(f: Any) -> Any:
+    f = click.option(
+        "--allow-network", multiple=True, metavar="CIDR", help=SETTINGS_HELP["allow_network"]
+    )(f)
+    f = click.option(
+        "--fetch-max-bytes",
+        default=Settings.fetch_max_bytes,
+        show_default=True,
+        type=click.IntRange(1024),
+        help=SETTINGS_HELP["fetch_max_bytes"],
+    )(f)
+    return click.option(
+        "--fetch-timeout",
+        default=Settings.fetch_timeout,
+        show_default=True,
+        type=click.FloatRange(0.1, 300),
+        help=SETTINGS_HELP["fetch_timeout"],
+    )(f)
+
+
+def _limits(fetch_timeout: float, fetch_max_bytes: int) -> Any:
+    from discovery.fetch import FetchLimits
+
+    return FetchLimits(
+        connect_timeout=min(5.0, fetch_timeout),
+        total_timeout=fetch_timeout,
+        max_bytes=fetch_max_bytes,
+    )
+
+
+@click.group()
+def discovery() -> None:
+    """Open311 service discovery documents: write ours, check anyone's."""
+
+
+@discovery.command()
+@click.argument("jurisdiction_id")
+@click.option("--contact", required=True, help="How to reach the operators (not empty).")
+@click.option("--key-service", required=True, help="How to get an API key (not empty).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to write discovery.json and discovery.xml into.",
+)
+@_db_option
+def generate(
+    jurisdiction_id: str, contact: str, key_service: str, out_dir: Path, db: str | None
+) -> None:
+    """Write a conformant discovery.json and discovery.xml for a jurisdiction of the store (or
+    the embedded registry)."""
+    from discovery.generate import discovery_document, to_json, to_xml
+
+    from .core import Resolver
+    from .registry import load_jurisdictions
+    from .store import Store
+
+    with Store(Settings(db=db).db_path) as store:
+        jurisdictions, _source = load_jurisdictions(store)
+    jurisdiction = Resolver(jurisdictions).jurisdiction(jurisdiction_id)
+    try:
+        document = discovery_document(
+            jurisdiction,
+            contact=contact,
+            key_service=key_service,
+            changeset=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "discovery.json").write_text(to_json(document), encoding="utf-8")
+    (out_dir / "discovery.xml").write_text(to_xml(document), encoding="utf-8")
+    click.echo(f"wrote {out_dir / 'discovery.json'} and {out_dir / 'discovery.xml'}")
+
+
+@discovery.command()
+@click.argument("target", metavar="URL|FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@_fetch_options
+def validate(
+    target: str,
+    as_json: bool,
+    allow_network: tuple[str, ...],
+    fetch_max_bytes: int,
+    fetch_timeout: float,
+) -> None:
+    """Check a discovery document against the open311-validator rules. Exit status 0 when every
+    rule passes, 1 when one fails."""
+    from discovery.validator import validate_discovery
+
+    if target.startswith(("http://", "https://")):
+        body, content_type = asyncio.run(
+            _fetch(target, allow_network, _limits(fetch_timeout, fetch_max_bytes))
+        )
+    else:
+        path = Path(target)
+        if not path.is_file():
+            raise click.BadParameter(f"{target} is neither an http(s) URL nor a file")
+        body = path.read_bytes()
+        content_type = "application/json" if path.suffix.lower() == ".json" else "text/xml"
+    verdict = validate_discovery(body, content_type, name=target)
+    if as_json:
+        payload = {"passed": verdict.passed, "findings": [f.to_dict() for f in verdict.findings]}
+        click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for finding in verdict.findings:
+            mark = "pass" if finding.passed else "FAIL"
+            click.echo(
+                f"{mark}  {finding.rule}" + (f": {finding.detail}" if finding.detail else "")
+            )
+        click.echo("valid" if verdict.passed else f"{len(verdict.failures)} rule(s) failed")
+    if not verdict.passed:
+        sys.exit(1)
+
+
+async def _fetch(url: str, allow: tuple[str, ...], limits: Any) -> tuple[bytes, str]:
+    from discovery.documents import ACCEPT
+    from discovery.fetch import Fetcher, make_session
+
+    async with make_session(allow_networks=allow, limits=limits) as session:
+        fetched = await Fetcher(session, limits=limits, allow_networks=allow).get(
+            url, accept=ACCEPT
+        )
+    return fetched.body, fetched.content_type
+
+
+@click.command()
+@click.option(
+    "--jurisdiction",
+    "jurisdiction_ids",
+    multiple=True,
+    metavar="ID",
+    help="Refresh only this jurisdiction (repeatable); default: every one with a discovery "
+    "document or endpoint.",
+)
+@click.option(
+    "--refresh-concurrency",
+    default=Settings.refresh_concurrency,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help=SETTINGS_HELP["refresh_concurrency"],
+)
+@_fetch_options
+@_db_option
+def refresh(
+    jurisdiction_ids: tuple[str, ...],
+    refresh_concurrency: int,
+    allow_network: tuple[str, ...],
+    fetch_max_bytes: int,
+    fetch_timeout: float,
+    db: str | None,
+) -> None:
+    """Fetch discovery documents and services lists now, into the store's HTTP cache, recording
+    each jurisdiction's outcome (shown by GET /v1/jurisdictions/{id}). Exit status 1 when any
+    refresh failed."""
+    failures = asyncio.run(
+        _refresh(
+            jurisdiction_ids,
+            refresh_concurrency,
+            allow_network,
+            _limits(fetch_timeout, fetch_max_bytes),
+            Settings(db=db).db_path,
+        )
+    )
+    for jurisdiction_id, reason in failures:
+        click.echo(f"failed: {jurisdiction_id}: {reason}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+async def _refresh(
+    ids: tuple[str, ...], concurrency: int, allow: tuple[str, ...], limits: Any, db: str
+) -> list[tuple[str, str]]:
+    from tqdm import tqdm
+
+    from discovery.fetch import Fetcher, make_session
+
+    from .answering import Answerer
+    from .core import Resolver
+    from .discovery_source import DiscoverySource, refresh_all
+    from .registry import load_jurisdictions
+    from .store import Store, StoreHttpCache, record_refresh
+
+    failures: list[tuple[str, str]] = []
+    with Store(db) as store:
+        jurisdictions, _source = load_jurisdictions(store)
+        resolver = Resolver(jurisdictions)
+        chosen = [resolver.jurisdiction(i) for i in ids] if ids else list(jurisdictions)
+
+        def on_result(jurisdiction: str, ok: bool, reason: str | None, url: str | None) -> None:
+            record_refresh(store, jurisdiction, ok=ok, reason=reason, url=url)
+            if not ok:
+                failures.append((jurisdiction, reason or "unknown"))
+
+        async with make_session(allow_networks=allow, limits=limits) as session:
+            fetcher = Fetcher(
+                session, limits=limits, allow_networks=allow, cache=StoreHttpCache(store)
+            )
+            source = DiscoverySource(fetcher, on_result=on_result, retry_after=0)
+            due = [j for j in chosen if source.applies(j)]
+            answerer = Answerer(resolver, [source])
+            with tqdm(total=len(due), unit=" jurisdictions", file=sys.stderr, disable=None) as bar:
+                await refresh_all(
+                    answerer, due, concurrency=concurrency, progress=lambda _j: bar.update()
+                )
+    return failures
+
+
+def register_commands(group: click.Group) -> None:
+    group.add_command(discovery)
+    group.add_command(refresh)

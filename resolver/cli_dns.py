@@ -1,0 +1,189 @@
+"""``geoweb zone export`` and ``geoweb publish``: the registry as DNS (``docs/dns-records.md``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from boundaries.cells import CellScheme
+from discovery.dns_publish import Publisher, TsigKey, read_key_file, registry_records
+from discovery.zone import DEFAULT_MAX_CELLS, ZoneOptions, write_zone
+
+from .config import SETTINGS_HELP, Settings, default_db_path
+from .errors import InvalidInput
+from .registry import load_jurisdictions
+from .store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def zone_content_options(f: F) -> F:
+    """What the registry's records look like: shared by ``zone export`` and ``publish``."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--db", metavar="PATH|URL", help=SETTINGS_HELP["db"] + f" [{default_db_path()}]"
+            ),
+            click.option(
+                "--ttl",
+                default=300,
+                show_default=True,
+                type=click.IntRange(0, 2**31 - 1),
+                help="TTL of every record, and the negative TTL (SOA minimum), in seconds.",
+            ),
+            click.option(
+                "--boundary-url",
+                metavar="TEMPLATE",
+                help="Where each boundary is published, with {id} and {domain}, e.g. "
+                "https://registry.example/v1/jurisdictions/{id}.geojson (the b= key).",
+            ),
+            click.option(
+                "--cell-depth",
+                default=CellScheme().max_depth,
+                show_default=True,
+                type=click.IntRange(1, 12),
+                help="Deepest geohash level (one DNS label each).",
+            ),
+            click.option(
+                "--split-above",
+                default=CellScheme().split_above,
+                show_default=True,
+                type=click.IntRange(1),
+                help="Split a cell touched by more jurisdictions than this.",
+            ),
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
+def _options(
+    origin: str, ttl: int, boundary_url: str | None, cell_depth: int, split_above: int, **extra: Any
+) -> ZoneOptions:
+    scheme = CellScheme(max_depth=cell_depth, split_above=split_above, min_depth=min(2, cell_depth))
+    return ZoneOptions(origin=origin, ttl=ttl, boundary_url=boundary_url, scheme=scheme, **extra)
+
+
+def _jurisdictions(db: str | None) -> list[Any]:
+    settings = Settings(db=db)
+    with Store(settings.db_path) as store:
+        jurisdictions, _source = load_jurisdictions(store)
+    return jurisdictions
+
+
+@click.group()
+def zone() -> None:
+    """The registry as a DNS zone."""
+
+
+@zone.command("export")
+@click.option("--origin", required=True, metavar="ZONE", help="The zone's name (its origin).")
+@zone_content_options
+@click.option("--nameserver", metavar="NAME", help="The zone's NS (default: ns.<origin>).")
+@click.option("--nameserver-address", metavar="IP", help="Glue address for an in-zone NS.")
+@click.option(
+    "--max-cells",
+    default=DEFAULT_MAX_CELLS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Refuse a zone with more cells than this (nothing is written).",
+)
+def export(
+    origin: str,
+    db: str | None,
+    max_cells: int,
+    nameserver: str | None,
+    nameserver_address: str | None,
+    **content: Any,
+) -> None:
+    """Write the registry as an RFC 1035 master file to standard output: the _open311 TXT
+    records of its jurisdictions and the PTR records of its geographic cells."""
+    options = _options(
+        origin,
+        max_cells=max_cells,
+        nameserver=nameserver,
+        nameserver_address=nameserver_address,
+        **content,
+    )
+    summary = write_zone(sys.stdout, _jurisdictions(db), options)
+    click.echo(
+        f"; {summary.records} records: {summary.txt_records} _open311 TXT, "
+        f"{summary.ptr_records} PTR in {summary.cells} cells; {len(summary.skipped)} skipped",
+        err=True,
+    )
+    for what, why in summary.skipped[:20]:
+        click.echo(f";   skipped {what}: {why}", err=True)
+
+
+@click.command()
+@click.option("--server", required=True, metavar="HOST", help="The zone's primary server.")
+@click.option(
+    "--port", default=53, show_default=True, type=click.IntRange(1, 65535), help="Its port (TCP)."
+)
+@click.option("--zone", "zone_name", required=True, metavar="ZONE", help="The zone to update.")
+@zone_content_options
+@click.option(
+    "--tsig-key-file",
+    type=click.Path(dir_okay=False),
+    help="TSIG key file (BIND tsig-keygen or Knot keymgr format).",
+)
+@click.option("--tsig-name", metavar="NAME", help="TSIG key name (instead of a key file).")
+@click.option("--tsig-secret", metavar="BASE64", help="TSIG secret (instead of a key file).")
+@click.option("--tsig-algorithm", default="hmac-sha256", show_default=True, help="TSIG algorithm.")
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds for each exchange with the server.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the UPDATE messages instead of sending them.")
+def publish(
+    server: str,
+    port: int,
+    zone_name: str,
+    db: str | None,
+    tsig_key_file: str | None,
+    tsig_name: str | None,
+    tsig_secret: str | None,
+    tsig_algorithm: str,
+    timeout: float,
+    dry_run: bool,
+    **content: Any,
+) -> None:
+    """Bring a live zone in line with the registry: RFC 2136 UPDATE signed with TSIG, only the
+    difference from what the zone holds (read by AXFR). Running it twice sends nothing twice."""
+    key: TsigKey | None
+    if tsig_key_file:
+        key = read_key_file(tsig_key_file)
+    elif tsig_name or tsig_secret:
+        if not (tsig_name and tsig_secret):
+            raise InvalidInput("give both --tsig-name and --tsig-secret, or --tsig-key-file")
+        key = TsigKey(tsig_name, tsig_secret, tsig_algorithm)
+    else:
+        key = None
+    options = _options(zone_name, max_cells=None, **content)
+    publisher = Publisher(server, zone_name, key, port=port, timeout=timeout)
+    plan = publisher.plan(registry_records(_jurisdictions(db), options))
+    if plan.empty:
+        click.echo(f"{zone_name}: up to date, nothing to send")
+        return
+    if dry_run:
+        for update in publisher.updates(plan):
+            click.echo(update.to_text())
+        click.echo(f"dry run: {plan.summary()}; nothing sent")
+        return
+    sent = publisher.send(plan)
+    click.echo(f"published: {plan.summary()} ({sent} UPDATE message(s))")
+
+
+def register_commands(main: click.Group) -> None:
+    """Add ``zone`` and ``publish`` to the ``geoweb`` command."""
+    main.add_command(zone)
+    main.add_command(publish)
+
+
+__all__ = ["publish", "register_commands", "zone"]

@@ -1,0 +1,230 @@
+"""A :class:`~resolver.answering.FactSource` for Open311 service discovery and services lists.
+
+For a jurisdiction with a ``discovery_url`` it fetches the discovery document, chooses the endpoint
+(GeoReport v2, production before test, a format we parse; the others stay as alternatives), reads
+an optional ``service_area`` as the boundary, then fetches the services list from the chosen
+endpoint (``services.json`` or ``services.xml``, with ``jurisdiction_id`` when the registry has
+one). A jurisdiction without a discovery document but with an endpoint gets its services list
+only.
+
+Expiry: each fact expires when its HTTP response does (``Cache-Control``/``Expires``/heuristic,
+see :mod:`discovery.fetch`), or ``default_ttl`` after it was fetched when the response says
+nothing. A discovery ``changeset`` that differs from the one the facts were read under makes the
+services list be revalidated with the origin even when its HTTP copy is still fresh.
+
+Provenance: every fact carries ``source="discovery"`` when it came from the network and
+``source="cache"`` when it came from the HTTP cache (fresh, revalidated by a 304, or stale after an
+origin failure, which its ``note`` says). A failure without any stored copy keeps the previous
+facts and adds a provenance entry with the reason that expires after ``retry_after`` seconds, so
+answers keep flowing and the origin is not hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from urllib.parse import urlencode
+
+from discovery.documents import ACCEPT, DocumentError, parse_discovery, parse_services
+from discovery.fetch import Fetched, Fetcher, FetchError
+
+from .answering import Answerer
+from .models import Endpoint, Jurisdiction, Provenance, SourceKind
+
+#: Facts this source owns.
+FACTS = frozenset({"discovery", "endpoints", "services", "boundary"})
+_OWN_SOURCES = frozenset({"discovery", "cache"})
+_FAILED = "refresh failed: "
+
+#: ``(jurisdiction id, ok, reason, url)`` after every refresh.
+ResultHook = Callable[[str, bool, str | None, str | None], None]
+
+
+def iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _own(p: Provenance) -> bool:
+    return p.fact in FACTS and p.source in _OWN_SOURCES
+
+
+def services_url(endpoint: Endpoint, jurisdiction_id: str | None) -> str:
+    """The services list of a GeoReport v2 endpoint: JSON when offered, else XML."""
+    formats = {f.lower() for f in endpoint.formats}
+    extension = "json" if formats & {"application/json", "text/json"} or not formats else "xml"
+    url = f"{endpoint.url.rstrip('/')}/services.{extension}"
+    if jurisdiction_id:
+        url += "?" + urlencode({"jurisdiction_id": jurisdiction_id})
+    return url
+
+
+class DiscoverySource:
+    """Discovery documents and services lists, fetched through a bounded, caching
+    :class:`~discovery.fetch.Fetcher`."""
+
+    name = "discovery"
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        *,
+        default_ttl: float = 3600.0,
+        retry_after: float = 300.0,
+        on_result: ResultHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fetcher = fetcher
+        self.default_ttl = default_ttl
+        self.retry_after = retry_after
+        self.on_result = on_result
+        self.clock = clock
+
+    def applies(self, jurisdiction: Jurisdiction) -> bool:
+        return bool(jurisdiction.discovery_url) or jurisdiction.endpoint is not None
+
+    def needs(self, jurisdiction: Jurisdiction, now: float) -> bool:
+        if not self.applies(jurisdiction):
+            return False
+        expiries = [
+            _timestamp(p.expires)
+            for p in jurisdiction.provenance
+            if _own(p) and p.fact == "services"
+        ]
+        known = [e for e in expiries if e is not None]
+        return not known or max(known) <= now
+
+    async def refresh(self, jurisdiction: Jurisdiction) -> Jurisdiction:
+        now = self.clock()
+        url = jurisdiction.discovery_url or ""
+        try:
+            updated = await self._refresh(jurisdiction)
+        except (FetchError, DocumentError) as error:
+            reason = str(error.fields.get("reason") or error.detail)
+            url = str(error.fields.get("url") or url)
+            if self.on_result is not None:
+                self.on_result(jurisdiction.id, False, reason, url or None)
+            failure = Provenance(
+                fact="services",
+                source="discovery",
+                reference=url or "-",
+                retrieved=iso(now),
+                expires=iso(now + self.retry_after),
+                note=_FAILED + reason,
+            )
+            kept = tuple(
+                p for p in jurisdiction.provenance if not (p.note or "").startswith(_FAILED)
+            )
+            return replace(jurisdiction, provenance=(*kept, failure))
+        if self.on_result is not None:
+            self.on_result(jurisdiction.id, True, None, url or None)
+        return updated
+
+    def _fact(self, fact: str, fetched: Fetched, note: str | None = None) -> Provenance:
+        source: SourceKind = "cache" if fetched.from_cache else "discovery"
+        notes = [note] if note else []
+        if fetched.stale:
+            notes.append(f"stale copy served: the origin failed ({fetched.error})")
+            expires = self.clock() + self.retry_after
+        else:
+            expires = (
+                fetched.expires_at
+                if fetched.expires_at is not None
+                else fetched.fetched_at + self.default_ttl
+            )
+            if fetched.revalidated:
+                notes.append("revalidated with the origin (304 Not Modified)")
+        return Provenance(
+            fact=fact,
+            source=source,
+            reference=fetched.url,
+            retrieved=iso(fetched.fetched_at),
+            expires=iso(expires),
+            note="; ".join(notes) or None,
+        )
+
+    async def _refresh(self, jurisdiction: Jurisdiction) -> Jurisdiction:
+        provenance = [p for p in jurisdiction.provenance if not _own(p)]
+        notes = [n for n in jurisdiction.notes if not n.startswith("discovery: ")]
+        previous = next(
+            (p.note for p in jurisdiction.provenance if _own(p) and p.fact == "discovery"), None
+        )
+        endpoints = jurisdiction.endpoints
+        chosen = jurisdiction.endpoint
+        revalidate = False
+        updated = jurisdiction
+        if jurisdiction.discovery_url:
+            fetched = await self.fetcher.get(jurisdiction.discovery_url, accept=ACCEPT)
+            document = parse_discovery(fetched.body, fetched.content_type, url=fetched.url)
+            chosen, alternatives = document.choose()
+            if chosen is None:
+                raise DocumentError(
+                    "the discovery document lists no current GeoReport v2 endpoint",
+                    url=fetched.url,
+                )
+            endpoints = (chosen, *alternatives)
+            changeset_note = f"changeset {document.changeset}"
+            revalidate = previous is not None and changeset_note not in previous
+            provenance.append(self._fact("discovery", fetched, changeset_note))
+            provenance.append(self._fact("endpoints", fetched))
+            notes.extend(f"discovery: {issue}" for issue in document.issues)
+            if document.service_area is not None:
+                updated = updated.with_boundary(document.service_area)
+                provenance = [p for p in provenance if p.fact != "boundary"]
+                provenance.append(self._fact("boundary", fetched, "service_area"))
+        if chosen is None:
+            raise DocumentError("no current GeoReport v2 endpoint is known")
+        url = services_url(chosen, jurisdiction.jurisdiction_id)
+        fetched = await self.fetcher.get(url, accept=ACCEPT, revalidate=revalidate)
+        services = parse_services(fetched.body, fetched.content_type, url=url)
+        provenance.append(self._fact("services", fetched, f"{len(services.services)} services"))
+        notes.extend(f"discovery: services list: {issue}" for issue in services.issues)
+        return replace(
+            updated,
+            endpoints=tuple(endpoints),
+            services=services.services,
+            provenance=tuple(provenance),
+            notes=tuple(notes),
+        )
+
+
+async def refresh_all(
+    answerer: Answerer,
+    jurisdictions: Sequence[Jurisdiction],
+    *,
+    concurrency: int = 8,
+    jitter: float = 0.0,
+    progress: Callable[[Jurisdiction], None] | None = None,
+    rng: random.Random | None = None,
+) -> list[Jurisdiction]:
+    """Refresh these jurisdictions through the answerer, at most ``concurrency`` at a time, each
+    after a random delay of up to ``jitter`` seconds (so resolvers do not hit a city at once)."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    random_ = rng or random.Random()
+
+    async def one(jurisdiction: Jurisdiction) -> Jurisdiction:
+        if jitter > 0:
+            await asyncio.sleep(random_.uniform(0, jitter))
+        async with semaphore:
+            (result,) = await answerer.refresh([jurisdiction])
+        if progress is not None:
+            progress(result)
+        return result
+
+    return list(await asyncio.gather(*(one(j) for j in jurisdictions)))
+
+
+__all__ = ["DiscoverySource", "refresh_all", "services_url"]
