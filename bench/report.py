@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .analysis import ANALYSIS
@@ -216,7 +217,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     pg = r["postgis"]
-    out += ["## 6. PostGIS, the baseline most teams would build", ""]
+    out += ["## 5. PostGIS, the baseline most teams would build", ""]
     if "skipped" in pg:
         out += [f"Not measured on this machine: {pg['skipped']}.", ""]
     else:
@@ -248,7 +249,7 @@ def markdown(r: dict[str, Any]) -> str:
     syn = r["synthetic"]
     sst, sb = syn["startup"], syn["batch"]
     out += [
-        "## 5. A synthetic registry of " + f"{syn['jurisdictions']:,} jurisdictions",
+        "## 6. A synthetic registry of " + f"{syn['jurisdictions']:,} jurisdictions",
         "",
         "Voronoi cells of seeded random sites tiling the US bounding box (`bench/synthetic.py`), "
         f"written to a fresh SQLite store in {syn['store_build_s']:.1f} s (not part of any "
@@ -290,4 +291,8 @@ def markdown(r: dict[str, Any]) -> str:
                 out += _profile_table(
                     r["profiles"][key], "focus", "Project code and request path by cumulative time"
                 )
-    return "\n".join(out)
+    # The DNS cell figures are measured separately (a sweep over cell depths); kept beside.
+    cells = Path(__file__).with_name("dns_cells.md")
+    if cells.exists():
+        out += ["", cells.read_text(encoding="utf-8").rstrip()]
+    return "\n".join(out) + "\n"
