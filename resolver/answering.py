@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Protocol
 
@@ -74,7 +75,7 @@ class Answerer:
         now = self._clock()
         stale = [j for j in candidates if any(s.needs(j, now) for s in self.sources)]
         if not stale:
-            return answer
+            return _from_cache(answer)
         await self.refresh(stale)
         return self._resolver.resolve(lat, long, concern)
 
@@ -103,3 +104,21 @@ class Answerer:
         if self._on_update is not None:
             self._on_update([jurisdiction])
         return jurisdiction
+
+
+#: Sources whose facts were fetched from the outside world when first obtained.
+_FETCHED = ("dns", "discovery")
+
+
+def _from_cache(answer: Answer) -> Answer:
+    """The answer as served without asking anyone: its DNS and discovery facts, fetched by an
+    earlier request and still fresh, are reported as coming from the cache."""
+    decision = answer.decision
+    if not any(p.source in _FETCHED for p in decision.provenance):
+        return answer
+    provenance = tuple(
+        replace(p, source="cache") if p.source in _FETCHED else p for p in decision.provenance
+    )
+    return Answer(
+        answer.lat, answer.long, replace(decision, provenance=provenance), answer.index_generation
+    )
