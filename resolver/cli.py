@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import click
 import orjson
 
-from .config import DEFAULT_PORT, SETTINGS_HELP, Settings, default_db_path
+from .cli_options import db_option, fallback_options, fetch_options, refresh_concurrency_option
+from .config import DEFAULT_PORT, SETTINGS_HELP, Settings
 from .core import Resolver, parse_coordinate
 from .errors import GeoWebError
 from .models import Answer
 from .registry import load_jurisdictions
 from .store import Store
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: Columns ``resolve-batch`` appends to every input row.
 ANSWER_COLUMNS = (
@@ -32,19 +31,6 @@ ANSWER_COLUMNS = (
     "boundary_generation",
     "error",
 )
-
-
-def db_option(f: F) -> F:
-    return click.option(
-        "--db", metavar="PATH|URL", help=SETTINGS_HELP["db"] + f" [{default_db_path()}]"
-    )(f)
-
-
-def fallback_options(f: F) -> F:
-    f = click.option(
-        "--fallback-name", default="Ad hoc fallback", help=SETTINGS_HELP["fallback_name"]
-    )(f)
-    return click.option("--fallback-url", metavar="URL", help=SETTINGS_HELP["fallback_url"])(f)
 
 
 class GeoWebGroup(click.Group):
@@ -100,28 +86,8 @@ def _open_resolver(db: str | None, fallback_url: str | None, fallback_name: str)
     show_default=True,
     help=SETTINGS_HELP["discovery_refresh"],
 )
-@click.option(
-    "--refresh-concurrency",
-    default=Settings.refresh_concurrency,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help=SETTINGS_HELP["refresh_concurrency"],
-)
-@click.option(
-    "--fetch-timeout",
-    default=Settings.fetch_timeout,
-    show_default=True,
-    type=click.FloatRange(0.1, 300),
-    help=SETTINGS_HELP["fetch_timeout"],
-)
-@click.option(
-    "--fetch-max-bytes",
-    default=Settings.fetch_max_bytes,
-    show_default=True,
-    type=click.IntRange(1024),
-    help=SETTINGS_HELP["fetch_max_bytes"],
-)
-@click.option("--allow-network", multiple=True, metavar="CIDR", help=SETTINGS_HELP["allow_network"])
+@refresh_concurrency_option
+@fetch_options
 @click.option("--dns-nameserver", multiple=True, metavar="IP", help=SETTINGS_HELP["dns_nameserver"])
 @click.option(
     "--dns-port",

@@ -11,33 +11,8 @@ from typing import Any
 import click
 import orjson
 
-from .config import SETTINGS_HELP, Settings, default_db_path
-
-
-def _db_option(f: Any) -> Any:
-    return click.option(
-        "--db", metavar="PATH|URL", help=SETTINGS_HELP["db"] + f" [{default_db_path()}]"
-    )(f)
-
-
-def _fetch_options(f: Any) -> Any:
-    f = click.option(
-        "--allow-network", multiple=True, metavar="CIDR", help=SETTINGS_HELP["allow_network"]
-    )(f)
-    f = click.option(
-        "--fetch-max-bytes",
-        default=Settings.fetch_max_bytes,
-        show_default=True,
-        type=click.IntRange(1024),
-        help=SETTINGS_HELP["fetch_max_bytes"],
-    )(f)
-    return click.option(
-        "--fetch-timeout",
-        default=Settings.fetch_timeout,
-        show_default=True,
-        type=click.FloatRange(0.1, 300),
-        help=SETTINGS_HELP["fetch_timeout"],
-    )(f)
+from .cli_options import db_option, fetch_options, refresh_concurrency_option
+from .config import Settings
 
 
 def _limits(fetch_timeout: float, fetch_max_bytes: int) -> Any:
@@ -67,7 +42,7 @@ def discovery() -> None:
     show_default=True,
     help="Folder to write discovery.json and discovery.xml into.",
 )
-@_db_option
+@db_option
 def generate(
     jurisdiction_id: str, contact: str, key_service: str, out_dir: Path, db: str | None
 ) -> None:
@@ -100,7 +75,7 @@ def generate(
 @discovery.command()
 @click.argument("target", metavar="URL|FILE")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@_fetch_options
+@fetch_options
 def validate(
     target: str,
     as_json: bool,
@@ -157,15 +132,9 @@ async def _fetch(url: str, allow: tuple[str, ...], limits: Any) -> tuple[bytes, 
     help="Refresh only this jurisdiction (repeatable); default: every one with a discovery "
     "document or endpoint.",
 )
-@click.option(
-    "--refresh-concurrency",
-    default=Settings.refresh_concurrency,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help=SETTINGS_HELP["refresh_concurrency"],
-)
-@_fetch_options
-@_db_option
+@refresh_concurrency_option
+@fetch_options
+@db_option
 def refresh(
     jurisdiction_ids: tuple[str, ...],
     refresh_concurrency: int,

@@ -1,0 +1,59 @@
+"""Options shared by several ``geoweb`` commands, declared once (help from ``SETTINGS_HELP``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .config import SETTINGS_HELP, Settings, default_db_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db_option(f: F) -> F:
+    """``--db``: the store."""
+    return click.option(
+        "--db", metavar="PATH|URL", help=SETTINGS_HELP["db"] + f" [{default_db_path()}]"
+    )(f)
+
+
+def fallback_options(f: F) -> F:
+    """``--fallback-url`` and ``--fallback-name``."""
+    f = click.option(
+        "--fallback-name", default="Ad hoc fallback", help=SETTINGS_HELP["fallback_name"]
+    )(f)
+    return click.option("--fallback-url", metavar="URL", help=SETTINGS_HELP["fallback_url"])(f)
+
+
+def fetch_options(f: F) -> F:
+    """``--fetch-timeout``, ``--fetch-max-bytes`` and ``--allow-network``: limits on fetching."""
+    f = click.option(
+        "--allow-network", multiple=True, metavar="CIDR", help=SETTINGS_HELP["allow_network"]
+    )(f)
+    f = click.option(
+        "--fetch-max-bytes",
+        default=Settings.fetch_max_bytes,
+        show_default=True,
+        type=click.IntRange(1024),
+        help=SETTINGS_HELP["fetch_max_bytes"],
+    )(f)
+    return click.option(
+        "--fetch-timeout",
+        default=Settings.fetch_timeout,
+        show_default=True,
+        type=click.FloatRange(0.1, 300),
+        help=SETTINGS_HELP["fetch_timeout"],
+    )(f)
+
+
+def refresh_concurrency_option(f: F) -> F:
+    """``--refresh-concurrency``: how many cities are fetched at once."""
+    return click.option(
+        "--refresh-concurrency",
+        default=Settings.refresh_concurrency,
+        show_default=True,
+        type=click.IntRange(1, 256),
+        help=SETTINGS_HELP["refresh_concurrency"],
+    )(f)
