@@ -419,7 +419,9 @@ class Fetcher:
                         return self._revalidated(cached, response)
                     if response.status != 200:
                         raise FetchError(
-                            origin, f"HTTP {response.status} {response.reason or ''}".strip()
+                            origin,
+                            f"HTTP {response.status} {response.reason or ''}".strip(),
+                            http_status=response.status,
                         )
                     content_type = response.headers.get("Content-Type", "")
                     if not _acceptable(content_type, accept):

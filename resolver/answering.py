@@ -79,6 +79,11 @@ class Answerer:
         await self.refresh(stale)
         return self._resolver.resolve(lat, long, concern)
 
+    def update(self, changed: Sequence[Jurisdiction], removed: Sequence[str] = ()) -> None:
+        """Take registry changes (an import, a mirror sync, a registration): facts already
+        refreshed for an entry whose registry copy did not change are kept."""
+        self._resolver = self._resolver.replace(changed, removed=removed)
+
     async def refresh(self, jurisdictions: Sequence[Jurisdiction]) -> list[Jurisdiction]:
         """Refresh these jurisdictions from every source that needs to, concurrently; one refresh
         per jurisdiction at a time however many callers ask."""

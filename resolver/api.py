@@ -32,6 +32,8 @@ from .dns_source import dns_source
 from .errors import GeoWebError, InvalidInput, MissingParameter, PayloadTooLarge, UnknownType
 from .models import Jurisdiction
 from .registry import jurisdiction_to_feature, load_jurisdictions
+from .registry_api import REGISTRY, RegistryFollower
+from .registry_api import add_routes as add_registry_routes
 from .store import Store, StoreHttpCache, record_refresh, refresh_status
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,10 @@ DEFAULT_TYPES = (TYPE_OPEN311, TYPE_DISCOVERY)
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ANSWERER = web.AppKey("answerer", Answerer)
-REGISTRY_SOURCE = web.AppKey("registry_source", str)
 #: The one HTTP client session of the app (guarded: see discovery/fetch.py), and its fetcher.
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 FETCHER = web.AppKey("fetcher", Fetcher)
 DISCOVERY = web.AppKey("discovery", DiscoverySource)
-#: Seconds between background refresh rounds, and the most each jurisdiction's start is delayed.
-REFRESH_INTERVAL = 300.0
-REFRESH_JITTER = 30.0
 
 JSON = "application/json"
 
@@ -88,6 +86,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the store and build the resolver at start-up; close the store at shutdown."""
     settings = app[SETTINGS]
     store = Store(settings.db_path)
+    serial = store.serial  # before the entries: changes in between are taken again, not missed
     jurisdictions, source = load_jurisdictions(store)
     app[STORE] = store
     limits = FetchLimits(
@@ -111,7 +110,15 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DISCOVERY] = DiscoverySource(app[FETCHER], on_result=on_result)
         sources.append(app[DISCOVERY])
     app[ANSWERER] = Answerer(Resolver(jurisdictions, fallback=settings.fallback), sources)
-    app[REGISTRY_SOURCE] = source
+    app[REGISTRY] = RegistryFollower(
+        store,
+        app[ANSWERER],
+        source,
+        serial,
+        app[FETCHER],
+        poll=settings.registry_poll,
+        mirror_interval=settings.mirror_interval,
+    )
     log.info("serving %d jurisdictions from the %s registry", len(jurisdictions), source)
     # The registry and its index are long-lived: move them out of the collector's way, so that
     # full collections during requests do not walk tens of thousands of objects every time.
@@ -123,8 +130,9 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def refresh_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Refresh discovery facts in the background (when enabled): every ``REFRESH_INTERVAL``
-    seconds, the jurisdictions whose facts expired, a few at a time, each after a random delay."""
+    """Refresh discovery facts in the background (when enabled): every ``refresh_interval``
+    seconds (plus up to ``refresh_jitter``), the jurisdictions whose facts expired,
+    ``refresh_concurrency`` at a time, each after a random delay of up to ``refresh_jitter``."""
     task = None
     if DISCOVERY in app:
         task = asyncio.create_task(_refresh_loop(app))
@@ -136,8 +144,7 @@ async def refresh_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _refresh_loop(app: web.Application) -> None:
-    answerer, source = app[ANSWERER], app[DISCOVERY]
-    concurrency = app[SETTINGS].refresh_concurrency
+    answerer, source, settings = app[ANSWERER], app[DISCOVERY], app[SETTINGS]
     rng = random.Random()
     while True:
         now = source.clock()
@@ -146,11 +153,15 @@ async def _refresh_loop(app: web.Application) -> None:
             log.info("background refresh of %d jurisdictions", len(due))
             try:
                 await refresh_all(
-                    answerer, due, concurrency=concurrency, jitter=REFRESH_JITTER, rng=rng
+                    answerer,
+                    due,
+                    concurrency=settings.refresh_concurrency,
+                    jitter=settings.refresh_jitter,
+                    rng=rng,
                 )
             except Exception:  # pragma: no cover - a bug must not stop the loop
                 log.exception("background refresh failed")
-        await asyncio.sleep(REFRESH_INTERVAL + rng.uniform(0, REFRESH_JITTER))
+        await asyncio.sleep(settings.refresh_interval + rng.uniform(0, settings.refresh_jitter))
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -167,6 +178,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/jurisdictions/{id}/services", jurisdiction_services)
     app.router.add_get("/v1/concerns", concerns_here)
     app.router.add_get("/healthz", healthz)
+    add_registry_routes(app)
     return app
 
 
@@ -346,7 +358,7 @@ async def list_jurisdictions(request: web.Request) -> web.Response:
             "total": len(resolver.jurisdictions),
             "offset": offset,
             "limit": limit,
-            "source": request.app[REGISTRY_SOURCE],
+            "source": request.app[REGISTRY].source,
             "index_generation": resolver.index_generation,
             "jurisdictions": [
                 {
@@ -457,7 +469,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "jurisdictions": len(resolver),
             "with_boundary": sum(j.boundary is not None for j in resolver.jurisdictions),
-            "registry": request.app[REGISTRY_SOURCE],
+            "registry": request.app[REGISTRY].source,
             "index_generation": resolver.index_generation,
         }
     )

@@ -12,7 +12,14 @@ from typing import IO, Any
 import click
 import orjson
 
-from .cli_options import db_option, fallback_options, fetch_options, refresh_concurrency_option
+from .cli_options import (
+    db_option,
+    fallback_options,
+    fetch_options,
+    refresh_concurrency_option,
+    refresh_loop_options,
+    registry_loop_options,
+)
 from .config import DEFAULT_PORT, SETTINGS_HELP, Settings
 from .core import Resolver, parse_coordinate
 from .errors import GeoWebError
@@ -87,6 +94,8 @@ def _open_resolver(db: str | None, fallback_url: str | None, fallback_name: str)
     help=SETTINGS_HELP["discovery_refresh"],
 )
 @refresh_concurrency_option
+@refresh_loop_options
+@registry_loop_options
 @fetch_options
 @click.option("--dns-nameserver", multiple=True, metavar="IP", help=SETTINGS_HELP["dns_nameserver"])
 @click.option(
@@ -302,3 +311,7 @@ register_commands(main)
 from .cli_dns import register_commands as register_dns  # noqa: E402  (issue 3: zone, publish)
 
 register_dns(main)
+
+from .cli_federation import register_commands as register_federation  # noqa: E402  (issue 5)
+
+register_federation(main)

@@ -57,3 +57,39 @@ def refresh_concurrency_option(f: F) -> F:
         type=click.IntRange(1, 256),
         help=SETTINGS_HELP["refresh_concurrency"],
     )(f)
+
+
+def refresh_loop_options(f: F) -> F:
+    """``--refresh-interval`` and ``--refresh-jitter``: the background refresh of ``serve``."""
+    f = click.option(
+        "--refresh-jitter",
+        default=Settings.refresh_jitter,
+        show_default=True,
+        type=click.FloatRange(0, 86400),
+        help=SETTINGS_HELP["refresh_jitter"],
+    )(f)
+    return click.option(
+        "--refresh-interval",
+        default=Settings.refresh_interval,
+        show_default=True,
+        type=click.FloatRange(0.01, 7 * 86400),
+        help=SETTINGS_HELP["refresh_interval"],
+    )(f)
+
+
+def registry_loop_options(f: F) -> F:
+    """``--registry-poll`` and ``--mirror-interval``: following the store and mirroring."""
+    f = click.option(
+        "--mirror-interval",
+        default=Settings.mirror_interval,
+        show_default=True,
+        type=click.FloatRange(0, 7 * 86400),
+        help=SETTINGS_HELP["mirror_interval"],
+    )(f)
+    return click.option(
+        "--registry-poll",
+        default=Settings.registry_poll,
+        show_default=True,
+        type=click.FloatRange(0.05, 86400),
+        help=SETTINGS_HELP["registry_poll"],
+    )(f)

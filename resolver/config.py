@@ -33,6 +33,8 @@ class Settings:
     # Discovery (issue 4): fetching discovery documents and services lists.
     discovery_refresh: bool = False
     refresh_concurrency: int = 8
+    refresh_interval: float = 300.0
+    refresh_jitter: float = 30.0
     fetch_timeout: float = 15.0
     fetch_max_bytes: int = 2 * 1024 * 1024
     allow_network: tuple[str, ...] = ()
@@ -40,6 +42,9 @@ class Settings:
     dns_nameserver: tuple[str, ...] = ()
     dns_port: int = 53
     dns_timeout: float = 2.0
+    # Federation (issue 5): following the store, and mirroring other registries.
+    registry_poll: float = 10.0
+    mirror_interval: float = 300.0
 
     @property
     def db_path(self) -> str:
@@ -64,6 +69,10 @@ SETTINGS_HELP: dict[str, str] = {
     "discovery_refresh": "Fetch discovery documents and services lists (on demand and in the "
     "background); off: answer from the registry alone.",
     "refresh_concurrency": "Most jurisdictions refreshed at once in the background.",
+    "refresh_interval": "Seconds between background refresh rounds; each round refreshes the "
+    "jurisdictions whose facts expired.",
+    "refresh_jitter": "Most seconds each jurisdiction's background refresh is delayed at random "
+    "(and each round's wait lengthened), so resolvers do not reach a city all at once.",
     "fetch_timeout": "Seconds one fetch may take in all, redirects included (connect: at most 5).",
     "fetch_max_bytes": "Largest document fetched, in bytes; reading stops there.",
     "allow_network": "A network the fetcher may connect to although it is loopback, private or "
@@ -72,4 +81,8 @@ SETTINGS_HELP: dict[str, str] = {
     "DNS attests each jurisdiction's discovery URL. Default: DNS is not used.",
     "dns_port": "Port of the DNS nameservers (UDP, and TCP for long answers).",
     "dns_timeout": "Seconds one DNS lookup may take before a stale cached answer is used.",
+    "registry_poll": "Seconds between checks of the store for changes made by other processes "
+    "(imports, registrations, syncs); answers follow within this time.",
+    "mirror_interval": "Seconds between syncs of the mirrored registries (geoweb mirror add); "
+    "0: never sync in the background.",
 }

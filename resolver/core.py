@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import numpy as np
@@ -175,14 +175,19 @@ class Resolver:
     def __len__(self) -> int:
         return len(self.jurisdictions)
 
-    def replace(self, updated: Sequence[Jurisdiction]) -> Resolver:
-        """A new resolver with these jurisdictions replaced (by id) or added.
+    def replace(
+        self, updated: Sequence[Jurisdiction], *, removed: Collection[str] = ()
+    ) -> Resolver:
+        """A new resolver with these jurisdictions replaced (by id) or added, and the ``removed``
+        ids left out.
 
         When no boundary changed (same ids in the same places, same generations), the new
-        resolver shares this one's spatial index, so refreshing services or endpoints is cheap.
+        resolver shares this one's spatial index, so refreshing services or endpoints is cheap;
+        otherwise the index is rebuilt and no decision computed on the old boundaries survives.
         """
         by_id = {j.id: j for j in updated}
-        merged = [by_id.pop(j.id, j) for j in self.jurisdictions]
+        gone = set(removed) - set(by_id)
+        merged = [by_id.pop(j.id, j) for j in self.jurisdictions if j.id not in gone]
         merged.extend(by_id.values())
         same_boundaries = len(merged) == len(self.jurisdictions) and all(
             new.boundary_generation == old.boundary_generation

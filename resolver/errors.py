@@ -112,3 +112,24 @@ class RegistryError(GeoWebError):
     """A registry document is malformed."""
 
     code = "registry_error"
+
+
+class SnapshotRequired(GeoWebError):
+    """The change log no longer reaches back to that serial; take the snapshot at /v1/registry."""
+
+    status = 410
+    code = "snapshot_required"
+
+
+class SyncError(GeoWebError):
+    """An upstream registry could not be mirrored; nothing from this batch was applied."""
+
+    status = 502
+    code = "sync_error"
+
+
+class Forbidden(GeoWebError):
+    """The caller has not proved control of what it wants to change."""
+
+    status = 403
+    code = "forbidden"

@@ -158,6 +158,20 @@ class Jurisdiction:
     services: tuple[Service, ...] | None = None
     provenance: tuple[Provenance, ...] = ()
     notes: tuple[str, ...] = ()
+    #: Registry entry metadata (issue 5, see docs/registry.md): who is authoritative for the entry
+    #: (a registry id, or ``domain:<domain>`` for a jurisdiction that proved control of its domain),
+    #: the origin's version of it, when the origin last changed it, when it stops being served,
+    #: and whether the jurisdiction's own DNS vouched for it. ``origin`` is ``None`` outside a
+    #: store (the embedded registry, a file being imported).
+    origin: str | None = None
+    version: int = 0
+    updated: str | None = None
+    expires: str | None = None
+    attested: bool = False
+
+    def expired(self, now: str) -> bool:
+        """Past its expiry at ``now`` (a registry timestamp): kept and mirrored, not answered."""
+        return self.expires is not None and self.expires <= now
 
     def with_boundary(self, geometry: BaseGeometry | None) -> Jurisdiction:
         """A copy with this boundary and its generation."""
@@ -194,6 +208,14 @@ class Jurisdiction:
                 "notes": list(self.notes),
             }
         )
+        if self.origin is not None:
+            data["entry"] = {
+                "origin": self.origin,
+                "version": self.version,
+                "updated": self.updated,
+                "expires": self.expires,
+                "attested": self.attested,
+            }
         return data
 
 

@@ -17,6 +17,7 @@ import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from .errors import RegistryError
+from .federation import timestamp
 from .models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def jurisdiction_from_feature(feature: dict[str, Any]) -> Jurisdiction:
                 f"match its geometry ({computed})"
             )
         services = props.get("services")
+        entry = props.get("entry") or {}
         return Jurisdiction(
             id=str(props["id"]),
             name=str(props["name"]),
@@ -64,6 +66,11 @@ def jurisdiction_from_feature(feature: dict[str, Any]) -> Jurisdiction:
             services=None if services is None else tuple(Service.from_dict(s) for s in services),
             provenance=tuple(Provenance(**p) for p in props.get("provenance") or ()),
             notes=tuple(props.get("notes") or ()),
+            origin=None if entry.get("origin") is None else str(entry["origin"]),
+            version=int(entry.get("version") or 0),
+            updated=entry.get("updated"),
+            expires=entry.get("expires"),
+            attested=entry.get("attested") is True,
         )
     except RegistryError:
         raise
@@ -124,8 +131,10 @@ def load_embedded_registry() -> list[Jurisdiction]:
 
 
 def load_jurisdictions(store: Store) -> tuple[list[Jurisdiction], str]:
-    """The store's jurisdictions, or the embedded registry when the store is empty, and which."""
+    """The store's live jurisdictions (past their expiry: left out), or the embedded registry
+    when the store is empty, and which."""
     stored = store.jurisdictions()
     if stored:
-        return stored, "store"
+        now = timestamp()
+        return [j for j in stored if not j.expired(now)], "store"
     return load_embedded_registry(), "embedded"

@@ -1,0 +1,216 @@
+"""Three resolvers on loopback mirror one another over real HTTP: A is the origin, B mirrors A,
+C mirrors B, and A mirrors C. On SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from shapely.geometry import box
+
+from resolver.api import ANSWERER, FETCHER, STORE, create_app
+from resolver.config import Settings
+from resolver.mirror import sync_mirror
+from resolver.models import Endpoint, Jurisdiction
+from resolver.registry_api import REGISTRY
+from resolver.store import Store
+
+LOOPBACK = ("127.0.0.0/8",)
+# Somewhere no embedded or county entry is: the South Atlantic.
+WEST, EAST = box(-20.0, -30.0, -19.0, -29.0), box(-19.0, -30.0, -18.0, -29.0)
+IN_WEST, IN_EAST, IN_BOTH_NOW = (-29.5, -19.5), (-29.5, -18.5), (-29.5, -18.9)
+
+
+def _entry(jurisdiction_id: str, boundary: Any) -> Jurisdiction:
+    return Jurisdiction(
+        id=jurisdiction_id,
+        name=f"Town of {jurisdiction_id}",
+        endpoints=(Endpoint(f"https://{jurisdiction_id}.example/open311/v2"),),
+    ).with_boundary(boundary)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """Three empty stores on one backend."""
+    if request.param == "sqlite":
+        yield [f"sqlite:///{tmp_path / name}.sqlite" for name in "abc"]
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    names = [cluster.create_database() for _ in range(3)]
+    yield [cluster.url(name) for name in names]
+    for name in names:
+        cluster.drop_database(name)
+
+
+@dataclass
+class Node:
+    name: str
+    server: TestServer
+
+    @property
+    def app(self) -> web.Application:
+        return self.server.app
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def store(self) -> Store:
+        return self.app[STORE]
+
+    async def sync(self, upstream: Node) -> Any:
+        result = await sync_mirror(self.store, upstream.url, self.app[FETCHER])
+        await self.app[REGISTRY].catch_up()
+        return result
+
+    async def resolve(self, lat: float, long: float) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            params = {"lat": str(lat), "long": str(long)}
+            async with session.get(f"{self.url}/v1/resolve", params=params) as response:
+                return dict(await response.json())
+
+
+@pytest.fixture
+async def nodes(store_urls: list[str]) -> AsyncIterator[list[Node]]:
+    started = []
+    for name, url in zip("ABC", store_urls, strict=True):
+        settings = Settings(db=url, allow_network=LOOPBACK, registry_poll=3600, mirror_interval=0)
+        server = TestServer(create_app(settings), host="127.0.0.1")
+        await server.start_server()
+        started.append(Node(name, server))
+    yield started
+    for node in started:
+        await node.server.close()
+
+
+async def _round(a: Node, b: Node, c: Node) -> list[int]:
+    """One sync round round the cycle; the serials afterwards."""
+    await b.sync(a)
+    await c.sync(b)
+    await a.sync(c)
+    return [a.store.serial, b.store.serial, c.store.serial]
+
+
+async def test_changes_on_a_reach_c_and_the_cycle_stops(nodes: list[Node]) -> None:
+    a, b, c = nodes
+    b.store.add_mirror(a.url)
+    c.store.add_mirror(b.url)
+    a.store.add_mirror(c.url)
+    a.store.save([_entry("west", WEST), _entry("east", EAST)], source="test")
+    await a.app[REGISTRY].catch_up()
+
+    serials = await _round(a, b, c)
+    answer = await c.resolve(*IN_WEST)
+    assert answer["jurisdiction"]["id"] == "west"
+    generation = answer["boundary_generation"]
+    assert generation == a.app[ANSWERER].resolver.jurisdiction("west").boundary_generation
+    # Two more rounds: nothing new anywhere, so no serial moves; the cycle does not loop.
+    assert await _round(a, b, c) == serials
+    assert await _round(a, b, c) == serials
+    (west_on_c,) = [j for j in c.store.jurisdictions() if j.id == "west"]
+    assert (west_on_c.origin, west_on_c.version) == (a.store.registry_id, 1)
+
+    # A boundary change on A changes C's answers and the generation they name.
+    a.store.save([_entry("west", box(-19.2, -30.0, -18.8, -29.0))], replace=True, source="test")
+    await a.app[REGISTRY].catch_up()
+    await _round(a, b, c)
+    moved = await c.resolve(*IN_BOTH_NOW)
+    assert moved["jurisdiction"]["id"] == "west"
+    assert moved["boundary_generation"] not in (None, generation)
+    assert [x["jurisdiction"]["id"] for x in moved["alternatives"]] == ["east"]
+    assert (await c.resolve(*IN_WEST))["reason"] == "no_jurisdiction"
+
+    # A deletion on A disappears from C.
+    a.store.delete(["east"], source="test")
+    await a.app[REGISTRY].catch_up()
+    serials = await _round(a, b, c)
+    gone = await c.resolve(*IN_EAST)
+    assert gone["found"] is False and gone["reason"] == "no_jurisdiction"
+    assert sorted(j.id for j in c.store.jurisdictions()) == ["west"]
+    assert await _round(a, b, c) == serials
+
+
+class SlowProxy:
+    """A loopback proxy that delays each request to an upstream: time to kill a sync mid-way."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        self.upstream, self.delay = upstream, delay
+        self.requests = 0
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.forward)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def forward(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        await asyncio.sleep(self.delay)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.upstream + request.path_qs) as response,
+        ):
+            body = await response.read()
+            return web.Response(
+                body=body,
+                status=response.status,
+                headers={"Content-Type": response.headers["Content-Type"]},
+            )
+
+
+async def test_killing_a_mirror_mid_sync_loses_nothing(nodes: list[Node]) -> None:
+    a, b, _c = nodes
+    a.store.save(
+        [_entry(f"t{i:02d}", box(-20 + i, -30, -19 + i, -29)) for i in range(12)], source="test"
+    )
+    proxy = SlowProxy(a.url, delay=0.4)
+    await proxy.server.start_server()
+    upstream = str(proxy.server.make_url("")).rstrip("/")
+    b.store.add_mirror(upstream)
+    command = [
+        sys.executable,
+        "-m",
+        "resolver",
+        "mirror",
+        "sync",
+        "--once",
+        "--page-size",
+        "2",
+        "--allow-network",
+        "127.0.0.0/8",
+        "--db",
+        b.store.url,
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):  # until at least one page is in, and not all of them
+            await asyncio.sleep(0.05)
+            state = b.store.mirror(upstream)
+            if state is not None and state.last_serial >= 2:
+                break
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        await process.wait()
+    state = b.store.mirror(upstream)
+    assert state is not None and 2 <= state.last_serial < 12, "the kill did not land mid-sync"
+    # Everything up to the recorded serial is there, nothing after it: a page is all or nothing.
+    held = sorted(j.id for j in b.store.jurisdictions())
+    assert held == [f"t{i:02d}" for i in range(state.last_serial)]
+    # The next sync resumes after it and completes.
+    proxy.delay = 0
+    asked_before = proxy.requests
+    result = await sync_mirror(b.store, upstream, b.app[FETCHER], page_size=2)
+    assert len(result.report.upserted) == 12 - state.last_serial
+    assert proxy.requests - asked_before == (12 - state.last_serial + 1) // 2
+    assert sorted(j.id for j in b.store.jurisdictions()) == [f"t{i:02d}" for i in range(12)]
+    await proxy.server.close()
