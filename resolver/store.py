@@ -476,8 +476,9 @@ class Store:
                     mirror = session.get(MirrorRow, upstream, with_for_update=True)
                     if mirror is None:
                         raise StoreError(f"{upstream} is not a mirrored registry")
-                    if upstream_serial is not None:
-                        mirror.last_serial = upstream_serial
+                    if upstream_serial is not None:  # another process may have read further
+                        behind = mirror.last_serial if not snapshot else 0
+                        mirror.last_serial = max(behind, upstream_serial)
                     mirror.registry_id = registry_id or mirror.registry_id
                     _record_attempt(mirror, error=None)
                 _prune_tombstones(session)
