@@ -214,3 +214,29 @@ async def test_killing_a_mirror_mid_sync_loses_nothing(nodes: list[Node]) -> Non
     assert proxy.requests - asked_before == (12 - state.last_serial + 1) // 2
     assert sorted(j.id for j in b.store.jurisdictions()) == [f"t{i:02d}" for i in range(12)]
     await proxy.server.close()
+
+
+async def test_serve_syncs_its_upstreams_in_the_background(store_urls: list[str]) -> None:
+    a_url, b_url, _ = store_urls
+    a = TestServer(create_app(Settings(db=a_url, mirror_interval=0)), host="127.0.0.1")
+    await a.start_server()
+    upstream = str(a.make_url("")).rstrip("/")
+    with Store(b_url) as b_store:
+        b_store.add_mirror(upstream)
+    settings = Settings(db=b_url, allow_network=LOOPBACK, registry_poll=0.05, mirror_interval=0.2)
+    b = TestServer(create_app(settings), host="127.0.0.1")
+    await b.start_server()
+    try:
+        a.app[STORE].save([_entry("west", WEST)], source="test")
+        node = Node("B", b)
+        for _ in range(100):  # no sync is asked for: serve's own loop pulls it
+            answer = await node.resolve(*IN_WEST)
+            if answer["found"]:
+                break
+            await asyncio.sleep(0.05)
+        assert answer["jurisdiction"]["id"] == "west"
+        state = b.app[STORE].mirror(upstream)
+        assert state is not None and state.last_serial == 1 and state.last_error is None
+    finally:
+        await b.close()
+        await a.close()

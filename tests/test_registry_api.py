@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,18 @@ def test_mirror_commands(tmp_path: Path) -> None:
     )
     assert removed.exit_code == 0
     assert runner.invoke(main, ["mirror", "list", "--json", "--db", db]).output.strip() == "[]"
+
+
+async def test_an_expired_entry_is_mirrored_but_not_answered(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "r.sqlite"
+    live, expired = _entries(2)
+    with Store(db) as store:
+        store.save([live, replace(expired, expires="2001-01-01T00:00:00.000000Z")], source="test")
+    client = await aiohttp_client(create_app(Settings(db=str(db), mirror_interval=0)))
+    assert (await (await client.get("/v1/resolve?lat=10.5&long=0.5")).json())["found"] is True
+    gone = await (await client.get("/v1/resolve?lat=10.5&long=1.5")).json()
+    assert gone["found"] is False and gone["reason"] == "no_jurisdiction"
+    snapshot = read_registry(orjson.loads(await (await client.get("/v1/registry")).read()))
+    assert {j.id: j.expires for j in snapshot} == {"j0": None, "j1": "2001-01-01T00:00:00.000000Z"}
