@@ -10,6 +10,11 @@ published variants and say in the result what was not conformant, so an operator
 - changesets that are not ISO 8601 (``2011-09-1 17:35``), read leniently when the date is clear;
 - JSON or XML served under the other's media type; ``text/xml`` and ``application/xml``, with or
   without a charset, are both accepted;
+- discovery served beside the ``v2/`` folder (``/open311/discovery.json``, the common form) or
+  inside it (``/open311/v2/discovery.json``, FixMyStreet's form). A GeoReport v2 endpoint whose URL
+  is the unversioned root above the ``v2/`` folder the document is served from (Zurich's
+  FixMyStreet writes ``https://www.zueriwieneu.ch/open311`` in ``/open311/v2/discovery.json``; its
+  services list is ``/open311/v2/services.json``) is read at that folder, and the fix is reported;
 - services lists with numeric ``service_code`` values (``keywords`` as one comma-separated string
   is the spec's own form and is split; an array is accepted too).
 
@@ -47,6 +52,9 @@ ACCEPT = (*JSON_TYPES, *XML_TYPES)
 
 #: Endpoint formats we can read services lists in (case-insensitive).
 PARSEABLE_FORMATS = frozenset({"application/json", "text/xml", "application/xml", "text/json"})
+
+#: A discovery document's file name (the last segment of the URL it was served from).
+_DISCOVERY_FILE = re.compile(r"discovery\.(?:json|xml)", re.IGNORECASE)
 
 _LENIENT_DATE = re.compile(
     r"\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2}))?)?\s*"
@@ -245,12 +253,14 @@ def parse_discovery(
     body: bytes, content_type: str = "", *, url: str | None = None
 ) -> DiscoveryDocument:
     """A discovery document (JSON or XML) in its published variants; :class:`DocumentError`
-    when it cannot be read at all."""
+    when it cannot be read at all. ``url`` is where it was served from: errors name it, and an
+    endpoint given as the unversioned root of the ``v2/`` folder it is served from is read at
+    that folder."""
     issues: list[str] = []
     try:
         fmt = detect_format(body, content_type, issues)
         data = _xml_to_discovery(parse_xml(body), issues) if fmt == "xml" else _load_json(body)
-        return _discovery_from(data, issues, fmt)
+        return _discovery_from(data, issues, fmt, url)
     except DocumentError as error:
         if url is not None and error.fields.get("url") is None:
             raise DocumentError(error.fields["reason"], url=url) from None
@@ -264,7 +274,9 @@ def _load_json(body: bytes) -> Any:
         raise DocumentError(f"the JSON is malformed: {exc}") from None
 
 
-def _discovery_from(data: Any, issues: list[str], fmt: str) -> DiscoveryDocument:
+def _discovery_from(
+    data: Any, issues: list[str], fmt: str, served_from: str | None = None
+) -> DiscoveryDocument:
     if isinstance(data, dict) and isinstance(data.get("discovery"), dict) and len(data) == 1:
         issues.append("the document is wrapped in a top-level 'discovery' object")
         data = data["discovery"]
@@ -305,6 +317,8 @@ def _discovery_from(data: Any, issues: list[str], fmt: str) -> DiscoveryDocument
         endpoint_changeset = _renamed(raw, "changeset", "change_set", issues, where)
         parse_changeset(endpoint_changeset, issues, where)
         formats = _formats(raw.get("formats"), issues, where)
+        if specification == GEOREPORT_V2 and served_from is not None:
+            url = _versioned_url(url, served_from, issues, where)
         endpoints.append(
             Endpoint(
                 url=url,
@@ -326,6 +340,23 @@ def _discovery_from(data: Any, issues: list[str], fmt: str) -> DiscoveryDocument
         issues=tuple(issues),
         format=fmt,
     )
+
+
+def _versioned_url(url: str, served_from: str, issues: list[str], where: str) -> str:
+    """The GeoReport v2 base URL for an endpoint URL read from a document served at
+    ``served_from``: the ``v2/`` folder the document sits in when ``url`` names that folder's
+    parent (the unversioned root), else ``url`` unchanged."""
+    folder, _, name = served_from.split("?", 1)[0].split("#", 1)[0].rpartition("/")
+    if not _DISCOVERY_FILE.fullmatch(name) or not folder.lower().endswith("/v2"):
+        return url
+    root = folder[: -len("/v2")]
+    if url.rstrip("/").lower() != root.lower():
+        return url
+    issues.append(
+        f"{where}: url {url!r} is the unversioned root of the 'v2/' folder the document is "
+        f"served from; GeoReport v2 is read at {folder!r}"
+    )
+    return folder
 
 
 def _string(value: Any) -> str:

@@ -4,6 +4,8 @@ The rules (from that validator's ``tests/discovery.rb`` and the Service_Discover
 one document as published, without the lenient reading :mod:`discovery.documents` does:
 
 - the URL or file name ends in ``discovery.json`` / ``discovery.xml``;
+- a JSON document's fields are at the top level (a document wrapped in a ``discovery`` object
+  fails this rule, and the other rules are applied to what the wrapper holds);
 - ``contact`` and ``key_service`` are not empty;
 - the changesets (document and every endpoint) are ISO 8601 date-times as Ruby's
   ``Time.iso8601`` reads them (``2011-04-05T17:48:34Z``; ``2011-02-03 14:18`` is not) and lie in
@@ -143,13 +145,15 @@ def validate_discovery(
     if fmt == "xml":
         check("root element is <discovery>", data["_root"] == "discovery", f"<{data['_root']}>")
     elif not isinstance(data, dict) or "endpoints" not in data:
-        wrapped = isinstance(data, dict) and "discovery" in data
+        wrapped = isinstance(data, dict) and isinstance(data.get("discovery"), dict)
         check(
             "fields are at the top level",
             False,
             "wrapped in a 'discovery' object" if wrapped else "not a discovery object",
         )
-        return Verdict(tuple(findings))
+        if not wrapped:
+            return Verdict(tuple(findings))
+        data = data["discovery"]  # the other rules apply to what the wrapper holds
     check("contact is not empty", bool(str(data.get("contact") or "").strip()), "no contact")
     check(
         "key_service is not empty",

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from .models import Service, ServiceMatch
 
 _WORD = re.compile(r"[^\W_]+")
+#: The longest ending a concern word may add to a service word and still match it by prefix.
+MAX_INFLECTION = 4
 
 
 def fold(text: str) -> str:
@@ -42,7 +44,9 @@ def _word_matches(concern_word: str, service_word: str) -> bool:
         return True
     short, long_ = sorted((concern_word, service_word), key=len)
     if len(short) >= 4 and long_.startswith(short):
-        return True
+        # A longer concern word is an inflection of the service's (potholes, Schlaglöcher), not
+        # a compound that merely starts with it (streetlight is not street): a short ending only.
+        return len(concern_word) - len(service_word) <= MAX_INFLECTION
     return len(concern_word) >= 5 and concern_word in service_word
 
 

@@ -26,7 +26,7 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
 from discovery.documents import ACCEPT, DocumentError, parse_discovery, parse_services
@@ -39,6 +39,8 @@ from .models import Endpoint, Jurisdiction, Provenance, SourceKind
 FACTS = frozenset({"discovery", "endpoints", "services", "boundary"})
 _OWN_SOURCES = frozenset({"discovery", "cache"})
 _FAILED = "refresh failed: "
+_DISCOVERY_NOTE = "discovery: "
+_SERVICES_NOTE = "discovery: services list: "
 
 #: ``(jurisdiction id, ok, reason, url)`` after every refresh.
 ResultHook = Callable[[str, bool, str | None, str | None], None]
@@ -108,10 +110,18 @@ class DiscoverySource:
         return not known or max(known) <= now
 
     async def refresh(self, jurisdiction: Jurisdiction) -> Jurisdiction:
+        """The jurisdiction with fresh facts, or with what could be read and the failure.
+
+        A discovery document that was read updates the endpoints (and boundary) even when the
+        services list then fails. A refresh counts as failed (for ``on_result``) when anything
+        failed, including when the city did not answer and a stored copy was served instead: the
+        facts stay, marked stale, and the reason is recorded.
+        """
         now = self.clock()
         url = jurisdiction.discovery_url or ""
+        attempt = _Attempt(jurisdiction)
         try:
-            updated = await self._refresh(jurisdiction)
+            updated = await self._refresh(attempt)
         except (FetchError, DocumentError) as error:
             reason = str(error.fields.get("reason") or error.detail)
             url = str(error.fields.get("url") or url)
@@ -125,20 +135,28 @@ class DiscoverySource:
                 expires=iso(now + self.retry_after),
                 note=_FAILED + reason,
             )
-            kept = tuple(
-                p for p in jurisdiction.provenance if not (p.note or "").startswith(_FAILED)
-            )
-            return replace(jurisdiction, provenance=(*kept, failure))
+            read = attempt.read
+            kept = tuple(p for p in read.provenance if not (p.note or "").startswith(_FAILED))
+            return replace(read, provenance=(*kept, failure))
         if self.on_result is not None:
-            self.on_result(jurisdiction.id, True, None, url or None)
+            if attempt.stale:
+                reason = "; ".join(attempt.stale) + " (the stored copy is served, marked stale)"
+                self.on_result(jurisdiction.id, False, reason, url or None)
+            else:
+                self.on_result(jurisdiction.id, True, None, url or None)
         return updated
 
-    def _fact(self, fact: str, fetched: Fetched, note: str | None = None) -> Provenance:
+    def _fact(
+        self, fact: str, fetched: Fetched, note: str | None = None, attempt: _Attempt | None = None
+    ) -> Provenance:
         source: SourceKind = "cache" if fetched.from_cache else "discovery"
         notes = [note] if note else []
         if fetched.stale:
             notes.append(f"stale copy served: the origin failed ({fetched.error})")
             expires = self.clock() + self.retry_after
+            if attempt is not None and fetched.url not in attempt.stale_urls:
+                attempt.stale_urls.add(fetched.url)
+                attempt.stale.append(f"{fetched.url}: {fetched.error}")
         else:
             expires = (
                 fetched.expires_at
@@ -156,49 +174,89 @@ class DiscoverySource:
             note="; ".join(notes) or None,
         )
 
-    async def _refresh(self, jurisdiction: Jurisdiction) -> Jurisdiction:
-        provenance = [p for p in jurisdiction.provenance if not _own(p)]
-        notes = [n for n in jurisdiction.notes if not n.startswith("discovery: ")]
-        previous = next(
-            (p.note for p in jurisdiction.provenance if _own(p) and p.fact == "discovery"), None
-        )
-        endpoints = jurisdiction.endpoints
+    async def _refresh(self, attempt: _Attempt) -> Jurisdiction:
+        """Discovery document (when there is one), then services list; ``attempt.read`` holds
+        what was read so far when a step fails."""
+        jurisdiction = attempt.read
         chosen = jurisdiction.endpoint
         revalidate = False
-        updated = jurisdiction
         if jurisdiction.discovery_url:
-            fetched = await self.fetcher.get(jurisdiction.discovery_url, accept=ACCEPT)
-            document = parse_discovery(fetched.body, fetched.content_type, url=fetched.url)
-            chosen, alternatives = document.choose()
-            if chosen is None:
-                raise DocumentError(
-                    "the discovery document lists no current GeoReport v2 endpoint",
-                    url=fetched.url,
-                )
-            endpoints = (chosen, *alternatives)
-            changeset_note = f"changeset {document.changeset}"
-            revalidate = previous is not None and changeset_note not in previous
-            provenance.append(self._fact("discovery", fetched, changeset_note))
-            provenance.append(self._fact("endpoints", fetched))
-            notes.extend(f"discovery: {issue}" for issue in document.issues)
-            if document.service_area is not None:
-                updated = updated.with_boundary(document.service_area)
-                provenance = [p for p in provenance if p.fact != "boundary"]
-                provenance.append(self._fact("boundary", fetched, "service_area"))
+            chosen, revalidate = await self._discover(attempt)
         if chosen is None:
             raise DocumentError("no current GeoReport v2 endpoint is known")
-        url = services_url(chosen, jurisdiction.jurisdiction_id)
+        current = attempt.read
+        url = services_url(chosen, current.jurisdiction_id)
         fetched = await self.fetcher.get(url, accept=ACCEPT, revalidate=revalidate)
         services = parse_services(fetched.body, fetched.content_type, url=url)
-        provenance.append(self._fact("services", fetched, f"{len(services.services)} services"))
-        notes.extend(f"discovery: services list: {issue}" for issue in services.issues)
+        provenance = [p for p in current.provenance if not (_own(p) and p.fact == "services")]
+        provenance.append(
+            self._fact("services", fetched, f"{len(services.services)} services", attempt)
+        )
+        notes = [n for n in current.notes if not n.startswith(_SERVICES_NOTE)]
+        notes.extend(f"{_SERVICES_NOTE}{issue}" for issue in services.issues)
         return replace(
-            updated,
-            endpoints=tuple(endpoints),
+            current,
             services=services.services,
             provenance=tuple(provenance),
             notes=tuple(notes),
         )
+
+    async def _discover(self, attempt: _Attempt) -> tuple[Endpoint, bool]:
+        """Read the discovery document into ``attempt.read``: the chosen endpoint and whether
+        the services list must be revalidated (the changeset moved)."""
+        jurisdiction = attempt.read
+        url = jurisdiction.discovery_url or ""
+        previous = next(
+            (p.note for p in jurisdiction.provenance if _own(p) and p.fact == "discovery"), None
+        )
+        fetched = await self.fetcher.get(url, accept=ACCEPT)
+        document = parse_discovery(
+            fetched.body, fetched.content_type, url=fetched.final_url or fetched.url
+        )
+        chosen, alternatives = document.choose()
+        if chosen is None:
+            raise DocumentError(
+                "the discovery document lists no current GeoReport v2 endpoint", url=fetched.url
+            )
+        changeset_note = f"changeset {document.changeset}"
+        replaced = {"discovery", "endpoints"}
+        updated = jurisdiction
+        new = [
+            self._fact("discovery", fetched, changeset_note, attempt),
+            self._fact("endpoints", fetched, None, attempt),
+        ]
+        if document.service_area is not None:
+            updated = updated.with_boundary(document.service_area)
+            replaced.add("boundary")
+            new.append(self._fact("boundary", fetched, "service_area", attempt))
+        provenance = [
+            p
+            for p in updated.provenance
+            if not (p.fact in replaced and (_own(p) or p.fact == "boundary"))
+        ]
+        notes = [
+            n
+            for n in updated.notes
+            if not n.startswith(_DISCOVERY_NOTE) or n.startswith(_SERVICES_NOTE)
+        ]
+        notes.extend(f"{_DISCOVERY_NOTE}{issue}" for issue in document.issues)
+        attempt.read = replace(
+            updated,
+            endpoints=(chosen, *alternatives),
+            provenance=(*provenance, *new),
+            notes=tuple(notes),
+        )
+        return chosen, previous is not None and changeset_note not in previous
+
+
+@dataclass
+class _Attempt:
+    """One refresh in progress: the jurisdiction with what has been read so far, and the
+    fetches that were answered from a stale stored copy because the city failed."""
+
+    read: Jurisdiction
+    stale: list[str] = field(default_factory=list)
+    stale_urls: set[str] = field(default_factory=set)
 
 
 async def refresh_all(

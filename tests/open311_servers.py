@@ -4,7 +4,9 @@ documents (tests/fixtures/discovery/), and misbehaving on purpose on other paths
 The recorded documents are served as published, except that their endpoint host is rewritten to
 this server's address (a stand-in has to point at itself). Every hostile path is named for what it
 does; ``StandIn.hits`` counts requests per path and ``StandIn.huge_sent`` how many bytes the huge
-path managed to write before the client hung up.
+path managed to write before the client hung up. ``StandIn.in_flight``/``max_in_flight`` count
+requests being answered at once, and ``StandIn.hold`` keeps every request waiting until it is set
+(to see how many a client sends at a time).
 """
 
 from __future__ import annotations
@@ -68,10 +70,25 @@ class StandIn:
     down: bool = False
     max_age: int = 300
     base: str = ""
+    #: What Washington DC's documents are served as (the city's own header was not recorded).
+    dc_content_type: str = "text/xml"
+    #: Requests being answered now, the most at any one time, and when each arrived (loop time).
+    in_flight: int = 0
+    max_in_flight: int = 0
+    arrivals: list[tuple[str, float]] = field(default_factory=list)
+    #: When set, every request waits for this event before it is answered.
+    hold: asyncio.Event | None = None
 
     def fixture(self, name: str, host: str, prefix: str) -> bytes:
-        text = (FIXTURES / name).read_text(encoding="utf-8")
-        return text.replace(host, f"{self.base}{prefix}").encode()
+        return self.rewritten(name, (host, prefix))
+
+    def rewritten(self, name: str, *hosts: tuple[str, str]) -> bytes:
+        """A recorded document, byte for byte, with each city host (in the order given) replaced
+        by this server's address and a path prefix."""
+        body = (FIXTURES / name).read_bytes()
+        for host, prefix in hosts:
+            body = body.replace(host.encode(), f"{self.base}{prefix}".encode())
+        return body
 
 
 def stand_in_app(state: StandIn) -> web.Application:
@@ -81,10 +98,18 @@ def stand_in_app(state: StandIn) -> web.Application:
         state.queries.append(request.path_qs)
         if not state.base:
             state.base = f"http://{request.host}"
+        state.arrivals.append((request.path, asyncio.get_running_loop().time()))
         if state.down and not request.path.startswith("/hostile"):
             return web.Response(status=503, text="down for maintenance")
-        response: web.StreamResponse = await handler(request)  # type: ignore[operator]
-        return response
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            if state.hold is not None:
+                await state.hold.wait()
+            response: web.StreamResponse = await handler(request)  # type: ignore[operator]
+            return response
+        finally:
+            state.in_flight -= 1
 
     def cached(body: bytes, content_type: str, etag: str | None = None) -> web.Response:
         headers = {"Cache-Control": f"max-age={state.max_age}"}
@@ -122,6 +147,29 @@ def stand_in_app(state: StandIn) -> web.Application:
 
     async def rostock_discovery(request: web.Request) -> web.StreamResponse:
         return cached((FIXTURES / "rostock-discovery.xml").read_bytes(), "text/xml")
+
+    # Boston, Washington DC and Zurich, as recorded (tests/fixtures/discovery/README.md). Their
+    # services lists were not recorded for Boston and Zurich, so those paths answer 404 here.
+
+    async def boston_discovery(request: web.Request) -> web.StreamResponse:
+        body = state.rewritten(
+            "boston-discovery.json",
+            ("https://mayors24.cityofboston.gov:6443", "/boston-test"),
+            ("https://mayors24.cityofboston.gov", "/boston"),
+        )
+        return cached(body, "application/json")
+
+    async def dc_discovery(request: web.Request) -> web.StreamResponse:
+        body = state.rewritten("dc-discovery.xml", ("http://app.311.dc.gov", "/dc"))
+        return cached(body, state.dc_content_type)
+
+    async def dc_services(request: web.Request) -> web.StreamResponse:
+        return cached((FIXTURES / "dc-services.xml").read_bytes(), state.dc_content_type)
+
+    async def zurich_discovery(request: web.Request) -> web.StreamResponse:
+        body = state.rewritten("zurich-discovery.json", ("https://www.zueriwieneu.ch", "/zurich"))
+        # FixMyStreet's Open311 controller (format_output) sends this content type
+        return cached(body, "application/json; charset=utf-8")
 
     # -- hostile ---------------------------------------------------------------------------
 
@@ -199,6 +247,10 @@ def stand_in_app(state: StandIn) -> web.Application:
     app.router.add_get("/sf/discovery.xml", sf_discovery)
     app.router.add_get("/sf/v2/services.xml", sf_services)
     app.router.add_get("/rostock/discovery.xml", rostock_discovery)
+    app.router.add_get("/boston/open311/discovery.json", boston_discovery)
+    app.router.add_get("/dc/cwi/Open311/discovery.xml", dc_discovery)
+    app.router.add_get("/dc/cwi/Open311/v2/services.xml", dc_services)
+    app.router.add_get("/zurich/open311/v2/discovery.json", zurich_discovery)
     app.router.add_get("/hostile/slow", slow)
     app.router.add_get("/hostile/slow-body", slow_body)
     app.router.add_get("/hostile/huge", huge)

@@ -66,3 +66,16 @@ def test_short_words_do_not_match_inside_others() -> None:
 def test_fold() -> None:
     assert fold("Straßenschäden") == "strassenschaden"
     assert fold("ZÜRICH") == fold("zurich")
+
+
+def test_a_compound_concern_is_not_matched_by_its_first_part() -> None:
+    catalog = ServiceCatalog(
+        [
+            Service("S0301", "Street Repair"),
+            Service("S0441", "Streetlight Repair Investigation"),
+        ]
+    )
+    assert [m.service.service_code for m in catalog.match("streetlight")] == ["S0441"]
+    assert [m.service.service_code for m in catalog.match("streetlights")] == ["S0441"]
+    # The other way round a general concern still finds the specific service.
+    assert {m.service.service_code for m in catalog.match("street")} == {"S0301", "S0441"}
