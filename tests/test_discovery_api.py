@@ -201,3 +201,57 @@ def test_discovery_cli_generate_and_validate(tmp_path: Path) -> None:
         checked = runner.invoke(main, ["discovery", "validate", str(out / name), "--json"])
         assert checked.exit_code == 0, checked.output
         assert '"passed": true' in checked.output
+
+
+async def test_a_service_area_in_the_discovery_document_becomes_the_boundary(
+    aiohttp_client: ClientFactory,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    area = {
+        "type": "Polygon",
+        "coordinates": [[[10, 50], [10.5, 50], [10.5, 50.5], [10, 50.5], [10, 50]]],
+    }
+
+    async def discovery(request: web.Request) -> web.Response:
+        base = f"http://{request.host}"
+        return web.json_response(
+            {
+                "changeset": "2026-01-01T00:00:00Z",
+                "contact": "311@town.example",
+                "key_service": "https://town.example/keys",
+                "endpoints": [
+                    {
+                        "specification": "http://wiki.open311.org/GeoReport_v2",
+                        "url": f"{base}/v2",
+                        "changeset": "2026-01-01T00:00:00Z",
+                        "type": "production",
+                        "formats": ["application/json"],
+                    }
+                ],
+                "service_area": area,
+            }
+        )
+
+    async def services(request: web.Request) -> web.Response:
+        return web.json_response([{"service_code": "1", "service_name": "Pothole"}])
+
+    app = web.Application()
+    app.router.add_get("/discovery.json", discovery)
+    app.router.add_get("/v2/services.json", services)
+    town = await aiohttp_server(app)
+    path = tmp_path / "area.sqlite"
+    with Store(path) as store:  # the registry only knows a rough box around the town
+        rough = Jurisdiction("town", "Town", discovery_url=str(town.make_url("/discovery.json")))
+        store.save([rough.with_boundary(box(9.9, 49.9, 11.0, 51.0))], source="test")
+    client = await aiohttp_client(create_app(settings(path)))
+    inside = await (await client.get("/v1/resolve?lat=50.25&long=10.25")).json()
+    assert inside["jurisdiction"]["id"] == "town"
+    boundary = next(p for p in inside["provenance"] if p["fact"] == "boundary")
+    assert boundary["source"] == "discovery" and boundary["reference"].endswith("/discovery.json")
+    assert boundary["note"] == "service_area"
+    # Outside the published service area but inside the registry's rough box: not the town's.
+    outside = await (await client.get("/v1/resolve?lat=50.8&long=10.8")).json()
+    assert outside["found"] is False and outside["reason"] == "no_jurisdiction"
