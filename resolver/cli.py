@@ -97,20 +97,10 @@ def _open_resolver(db: str | None, fallback_url: str | None, fallback_name: str)
 @refresh_loop_options
 @registry_loop_options
 @fetch_options
-@click.option("--dns-nameserver", multiple=True, metavar="IP", help=SETTINGS_HELP["dns_nameserver"])
+@dns_options
+@dns_registry_options
 @click.option(
-    "--dns-port",
-    default=53,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help=SETTINGS_HELP["dns_port"],
-)
-@click.option(
-    "--dns-timeout",
-    default=2.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 60),
-    help=SETTINGS_HELP["dns_timeout"],
+    "--register-domain", multiple=True, metavar="DOMAIN", help=SETTINGS_HELP["register_domain"]
 )
 def serve(**options: Any) -> None:
     """Serve the HTTP API (GeoWeb DNS /service and /v1). With an empty store, serves the
@@ -128,18 +118,28 @@ def serve(**options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
 @db_option
 @fallback_options
+@dns_options
+@dns_registry_options
+@fetch_options
 def resolve(
-    lat: str,
-    long_: str,
-    concern: str | None,
-    as_json: bool,
-    db: str | None,
-    fallback_url: str | None,
-    fallback_name: str,
+    lat: str, long_: str, concern: str | None, as_json: bool, **options: Any
 ) -> None:
-    """Answer one point. Exit status 0 when an endpoint answers, 3 when none does."""
+    """Answer one point. Exit status 0 when an endpoint answers, 3 when none does.
+
+    With --dns-nameserver, each candidate's _open311 record is checked (and, with
+    --dns-registry-zone, jurisdictions the store lacks are found through DNS); DNS answers are
+    cached in the store."""
     point = parse_coordinate(lat, "lat"), parse_coordinate(long_, "long")
-    answer = _open_resolver(db, fallback_url, fallback_name).resolve(*point, concern)
+    settings = Settings(**options)
+    if settings.dns_nameserver:
+        import asyncio
+
+        from .cli_dns import resolve_with_dns
+
+        answer = asyncio.run(resolve_with_dns(settings, *point, concern))
+    else:
+        resolver = _open_resolver(settings.db, settings.fallback_url, settings.fallback_name)
+        answer = resolver.resolve(*point, concern)
     if as_json:
         click.echo(orjson.dumps(answer.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -315,3 +315,7 @@ register_dns(main)
 from .cli_federation import register_commands as register_federation  # noqa: E402  (issue 5)
 
 register_federation(main)
+
+from .cli_jurisdiction import register_commands as register_jurisdiction  # noqa: E402  (issue 5)
+
+register_jurisdiction(main)

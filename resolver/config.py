@@ -8,6 +8,7 @@ from pathlib import Path
 
 import platformdirs
 
+from .errors import InvalidInput
 from .models import Fallback
 
 DEFAULT_PORT = 8311
@@ -42,9 +43,18 @@ class Settings:
     dns_nameserver: tuple[str, ...] = ()
     dns_port: int = 53
     dns_timeout: float = 2.0
+    dns_registry_zone: str | None = None
+    dns_registry_mode: str = "always"
     # Federation (issue 5): following the store, and mirroring other registries.
     registry_poll: float = 10.0
+    register_domain: tuple[str, ...] = ()
     mirror_interval: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.dns_registry_zone and not self.dns_nameserver:
+            raise InvalidInput("--dns-registry-zone needs --dns-nameserver (the resolver to ask)")
+        if self.dns_registry_mode not in ("always", "uncovered"):
+            raise InvalidInput("--dns-registry-mode must be 'always' or 'uncovered'")
 
     @property
     def db_path(self) -> str:
@@ -81,8 +91,16 @@ SETTINGS_HELP: dict[str, str] = {
     "DNS attests each jurisdiction's discovery URL. Default: DNS is not used.",
     "dns_port": "Port of the DNS nameservers (UDP, and TCP for long answers).",
     "dns_timeout": "Seconds one DNS lookup may take before a stale cached answer is used.",
+    "dns_registry_zone": "A registry zone whose _cells name the domains that may cover a point: "
+    "jurisdictions the local registry lacks are found there (their _open311 record and boundary) "
+    "and decided with the local ones. Needs --dns-nameserver.",
+    "dns_registry_mode": "When the registry zone is asked: 'always' (a city found in DNS beats the "
+    "county it lies in) or 'uncovered' (only where no local jurisdiction covers the point).",
     "registry_poll": "Seconds between checks of the store for changes made by other processes "
     "(imports, registrations, syncs); answers follow within this time.",
+    "register_domain": "A domain that may register its jurisdictions here by proving control "
+    "(POST /v1/registry/jurisdictions), with its subdomains; repeatable. Default: none, "
+    "registration is closed.",
     "mirror_interval": "Seconds between syncs of the mirrored registries (geoweb mirror add); "
     "0: never sync in the background.",
 }

@@ -102,6 +102,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/registry/changes", registry_changes)
     app.router.add_get("/v1/registry/status", registry_status)
     app.cleanup_ctx.append(registry_ctx)
+    from . import registration  # not at the top: registration imports REGISTRY from here
+
+    registration.add_routes(app)
 
 
 def changes_document(page: ChangePage) -> dict[str, Any]:

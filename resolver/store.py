@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -195,6 +196,8 @@ class Store:
             raise StoreError(f"cannot open the store {self.name}: {_no_driver(exc)}") from None
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store {self.name}: {_reason(exc)}") from exc
+        except ValueError as exc:  # make_url: a port that is not a number
+            raise StoreError(f"cannot open the store {self.name}: not a URL ({exc})") from None
         try:
             self._ensure_schema()
         except SQLAlchemyError as exc:
@@ -349,7 +352,9 @@ class Store:
                     )
                 )
         except SQLAlchemyError as exc:
-            raise StoreError(f"the import was rolled back, nothing changed: {exc}") from exc
+            raise StoreError(
+                f"the import was rolled back, nothing changed: {_reason(exc)}"
+            ) from exc
 
     def delete(self, ids: Sequence[str], *, source: str) -> list[str]:
         """Delete entries, leaving tombstones that carry the deletion to mirrors; returns the ids
@@ -380,7 +385,9 @@ class Store:
                 _prune_tombstones(session)
                 return sorted(held)
         except SQLAlchemyError as exc:
-            raise StoreError(f"the deletion was rolled back, nothing changed: {exc}") from exc
+            raise StoreError(
+                f"the deletion was rolled back, nothing changed: {_reason(exc)}"
+            ) from exc
 
     def changes(self, since: int, limit: int = 500) -> ChangePage:
         """Entries changed and deleted after ``since``, oldest first, at most ``limit`` of them.
@@ -483,7 +490,9 @@ class Store:
                     _record_attempt(mirror, error=None)
                 _prune_tombstones(session)
         except SQLAlchemyError as exc:
-            raise StoreError(f"the sync batch was rolled back, nothing changed: {exc}") from exc
+            raise StoreError(
+                f"the sync batch was rolled back, nothing changed: {_reason(exc)}"
+            ) from exc
         return report
 
     def _apply_one(
@@ -718,10 +727,11 @@ def _engine(url: str, shown: str) -> Engine:
 
 
 def _shown(url: str) -> str:
+    """The URL without its password, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except SQLAlchemyError:
-        return url
+    except (SQLAlchemyError, ValueError):
+        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", url)
 
 
 def _no_driver(exc: ImportError) -> str:
@@ -1120,3 +1130,124 @@ def _utc(when: dt.datetime) -> dt.datetime:
 
 def _utc_iso(when: dt.datetime | None) -> str | None:
     return None if when is None else _utc(when).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# DNS (issue 3): the DNS answer cache in the store, so that stale answers (RFC 8767 serve-stale)
+# survive a restart. A new table only; created by ``create_all`` on existing stores, so
+# SCHEMA_VERSION is unchanged.
+
+if TYPE_CHECKING:
+    from discovery.dns_lookup import DnsAnswer
+
+
+class DnsCacheRow(Base):
+    """One DNS answer (``discovery.dns_lookup.DnsAnswer``), keyed by name and type. TXT records
+    are kept as their character-strings in base64 (they are bytes, not text)."""
+
+    __tablename__ = "dns_cache"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    rdtype: Mapped[str] = mapped_column(String(16), primary_key=True)
+    records: Mapped[list[Any]] = mapped_column(JSON)
+    ttl: Mapped[int] = mapped_column(Integer)
+    fetched_at: Mapped[float] = mapped_column(Float)
+    negative: Mapped[str | None] = mapped_column(String(16))
+    authenticated: Mapped[bool] = mapped_column(Boolean)
+    stale: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(String(1024))
+
+
+class StoreDnsCache:
+    """The :class:`discovery.dns_lookup.DnsCache` kept in the store (put it behind a memory cache:
+    ``TieredDnsCache``). Answers more than ``max_age`` seconds past their expiry, too old to be
+    served even stale, are deleted when the cache is opened and every 1,000 writes. A failed
+    write is logged, never raised: a cache must not fail a lookup."""
+
+    def __init__(self, store: Store, *, max_age: float = 24 * 3600.0) -> None:
+        self.store = store
+        self.max_age = max_age
+        self._writes = 0
+        self.prune()
+
+    def get(self, key: tuple[str, str]) -> DnsAnswer | None:
+        from discovery.dns_lookup import DnsAnswer
+
+        try:
+            with Session(self.store.engine) as session:
+                row = session.get(DnsCacheRow, key)
+                if row is None:
+                    return None
+                return DnsAnswer(
+                    name=row.name,
+                    rdtype=row.rdtype,
+                    records=_dns_records_from_json(row.rdtype, row.records),
+                    ttl=row.ttl,
+                    fetched_at=row.fetched_at,
+                    negative=cast(Any, row.negative),
+                    authenticated=row.authenticated,
+                    stale=row.stale,
+                    error=row.error,
+                )
+        except SQLAlchemyError as exc:
+            log.warning("the DNS cache could not be read (%s): asking DNS", exc)
+            return None
+
+    def put(self, answer: DnsAnswer) -> None:
+        row = DnsCacheRow(
+            name=answer.name,
+            rdtype=answer.rdtype,
+            records=_dns_records_to_json(answer.rdtype, answer.records),
+            ttl=answer.ttl,
+            fetched_at=answer.fetched_at,
+            negative=answer.negative,
+            authenticated=answer.authenticated,
+            stale=answer.stale,
+            error=(answer.error or "")[:1024] or None,
+        )
+        try:
+            with self.store._transaction() as session:
+                session.merge(row)
+        except SQLAlchemyError as exc:
+            log.warning("the DNS cache could not keep %s %s: %s", answer.name, answer.rdtype, exc)
+        self._writes += 1
+        if self._writes % 1000 == 0:
+            self.prune()
+
+    def flush(self, key: tuple[str, str] | None = None) -> None:
+        with self.store._transaction() as session:
+            query = delete(DnsCacheRow)
+            if key is not None:
+                query = query.where(DnsCacheRow.name == key[0], DnsCacheRow.rdtype == key[1])
+            session.execute(query)
+
+    def prune(self) -> int:
+        """Delete answers too old to serve even stale; how many were deleted."""
+        now = dt.datetime.now(dt.UTC).timestamp()
+        too_old = DnsCacheRow.fetched_at + DnsCacheRow.ttl + self.max_age < now
+        try:
+            with self.store._transaction() as session:
+                result = cast(Any, session.execute(delete(DnsCacheRow).where(too_old)))
+                return int(result.rowcount or 0)
+        except SQLAlchemyError as exc:
+            log.warning("the DNS cache could not be pruned: %s", exc)
+            return 0
+
+    def __len__(self) -> int:
+        with Session(self.store.engine) as session:
+            return int(session.scalar(select(func.count()).select_from(DnsCacheRow)) or 0)
+
+
+def _dns_records_to_json(rdtype: str, records: Sequence[Any]) -> list[Any]:
+    import base64
+
+    if rdtype == "TXT":
+        return [[base64.b64encode(s).decode("ascii") for s in strings] for strings in records]
+    return list(records)
+
+
+def _dns_records_from_json(rdtype: str, records: Sequence[Any]) -> tuple[Any, ...]:
+    import base64
+
+    if rdtype == "TXT":
+        return tuple(tuple(base64.b64decode(s) for s in strings) for strings in records)
+    return tuple(records)
