@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import shapely
 from click.testing import CliRunner
+
+# The PostgreSQL server, and the fixture that runs a store test on both backends (pg_server.py).
+from dns_server import KnotServer, require_knotd
+from pg_server import pg_cluster, pg_database, pg_url, postgres_version, store_url  # noqa: F401
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COUNTIES = SHARED_DATA / "us-counties.geojson"
@@ -28,6 +33,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"SQLite {sqlite3.sqlite_version}, SQLAlchemy {sqlalchemy.__version__}, "
         f"dnspython {dns.version.version}, aiohttp {aiohttp.__version__}",
         f"shared data: {SHARED_DATA}",
+        f"store tests on PostgreSQL: {postgres_version()}",
     ]
 
 
@@ -50,3 +56,27 @@ def counties_db(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
     )
     assert result.exit_code == 0, result.output
     return db
+
+
+#: A test domain whose zone a real Knot serves and lets tests change by TSIG-signed UPDATE: where
+#: registration tests publish their challenge records.
+CITY_DOMAIN = "city.example"
+CITY_ZONE = f"""$ORIGIN {CITY_DOMAIN}.
+$TTL 60
+@   SOA ns.{CITY_DOMAIN}. hostmaster.{CITY_DOMAIN}. 1 3600 600 86400 1
+@   NS  ns.{CITY_DOMAIN}.
+ns  A   127.0.0.1
+"""
+
+
+@pytest.fixture(scope="session")
+def city_knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
+    """Knot DNS on loopback, authoritative for ``city.example``, taking signed updates."""
+    require_knotd()
+    workdir = tmp_path_factory.mktemp("knot-city")
+    zone_file = workdir / "city.example.zone"
+    zone_file.write_text(CITY_ZONE, encoding="utf-8")
+    server = KnotServer(workdir / "server", CITY_DOMAIN, zone_file)
+    server.start()
+    yield server
+    server.stop()

@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import dns.query
+import dns.tsig
+import dns.update
 import pytest
+import shapely.geometry
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from dns_server import TSIG_ALGORITHM, TSIG_NAME, TSIG_SECRET, KnotServer
 from shapely.geometry import box
 
 from resolver.api import ANSWERER, FETCHER, STORE, create_app
@@ -82,16 +87,52 @@ class Node:
 
 
 @pytest.fixture
-async def nodes(store_urls: list[str]) -> AsyncIterator[list[Node]]:
+async def nodes(store_urls: list[str], city_knot: KnotServer) -> AsyncIterator[list[Node]]:
     started = []
     for name, url in zip("ABC", store_urls, strict=True):
-        settings = Settings(db=url, allow_network=LOOPBACK, registry_poll=3600, mirror_interval=0)
+        settings = Settings(
+            db=url,
+            allow_network=LOOPBACK,
+            registry_poll=3600,
+            mirror_interval=0,
+            dns_nameserver=(city_knot.address,),
+            dns_port=city_knot.port,
+            register_domain=("city.example",),
+        )
         server = TestServer(create_app(settings), host="127.0.0.1")
         await server.start_server()
         started.append(Node(name, server))
     yield started
     for node in started:
         await node.server.close()
+
+
+async def _register(node: Node, knot: KnotServer, jurisdiction: str, boundary: Any) -> None:
+    """Register on ``node`` as city.example would: ask for a challenge, publish its record in the
+    city's zone by signed UPDATE, then send the entry."""
+    async with aiohttp.ClientSession(node.url) as session:
+        body = {"domain": "city.example", "jurisdiction": jurisdiction}
+        async with session.post("/v1/registry/challenges", json=body) as response:
+            assert response.status == 201
+            challenge = await response.json()
+        record = challenge["record"]
+        update = dns.update.UpdateMessage("city.example.")
+        update.replace(record["name"], 60, "TXT", f'"{record["value"]}"')
+        update.use_tsig(dns.tsig.Key(TSIG_NAME, TSIG_SECRET, TSIG_ALGORITHM))
+        await asyncio.to_thread(dns.query.tcp, update, knot.address, port=knot.port, timeout=5)
+        feature = {
+            "type": "Feature",
+            "geometry": shapely.geometry.mapping(boundary),
+            "properties": {
+                "id": jurisdiction,
+                "name": "City of Example",
+                "discovery_url": "https://city.example/open311/discovery.json",
+                "endpoints": [{"url": "https://city.example/open311/v2"}],
+            },
+        }
+        registration = {"token": challenge["token"], "domain": "city.example", "feature": feature}
+        async with session.post("/v1/registry/jurisdictions", json=registration) as response:
+            assert response.status in (200, 201), await response.text()
 
 
 async def _round(a: Node, b: Node, c: Node) -> list[int]:
@@ -102,12 +143,16 @@ async def _round(a: Node, b: Node, c: Node) -> list[int]:
     return [a.store.serial, b.store.serial, c.store.serial]
 
 
-async def test_changes_on_a_reach_c_and_the_cycle_stops(nodes: list[Node]) -> None:
+async def test_changes_on_a_reach_c_and_the_cycle_stops(
+    nodes: list[Node], city_knot: KnotServer
+) -> None:
     a, b, c = nodes
     b.store.add_mirror(a.url)
     c.store.add_mirror(b.url)
     a.store.add_mirror(c.url)
-    a.store.save([_entry("west", WEST), _entry("east", EAST)], source="test")
+    # "west" registers itself on A with a proven token; "east" is A's operator's import.
+    await _register(a, city_knot, "west", WEST)
+    a.store.save([_entry("east", EAST)], source="test")
     await a.app[REGISTRY].catch_up()
 
     serials = await _round(a, b, c)
@@ -119,17 +164,21 @@ async def test_changes_on_a_reach_c_and_the_cycle_stops(nodes: list[Node]) -> No
     assert await _round(a, b, c) == serials
     assert await _round(a, b, c) == serials
     (west_on_c,) = [j for j in c.store.jurisdictions() if j.id == "west"]
-    assert (west_on_c.origin, west_on_c.version) == (a.store.registry_id, 1)
+    assert (west_on_c.origin, west_on_c.version) == ("domain:city.example", 1)
+    assert west_on_c.attested
+    (east_on_c,) = [j for j in c.store.jurisdictions() if j.id == "east"]
+    assert (east_on_c.origin, east_on_c.version) == (a.store.registry_id, 1)
 
-    # A boundary change on A changes C's answers and the generation they name.
-    a.store.save([_entry("west", box(-19.2, -30.0, -18.8, -29.0))], replace=True, source="test")
-    await a.app[REGISTRY].catch_up()
+    # A boundary change on A (the city registers its new limits) changes C's answers and the
+    # generation they name.
+    await _register(a, city_knot, "west", box(-19.2, -30.0, -18.8, -29.0))
     await _round(a, b, c)
     moved = await c.resolve(*IN_BOTH_NOW)
     assert moved["jurisdiction"]["id"] == "west"
     assert moved["boundary_generation"] not in (None, generation)
     assert [x["jurisdiction"]["id"] for x in moved["alternatives"]] == ["east"]
     assert (await c.resolve(*IN_WEST))["reason"] == "no_jurisdiction"
+    assert [j.version for j in c.store.jurisdictions() if j.id == "west"] == [2]
 
     # A deletion on A disappears from C.
     a.store.delete(["east"], source="test")

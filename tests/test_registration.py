@@ -14,7 +14,7 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import pytest
 import shapely.geometry
 from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
-from dns_server import TSIG_ALGORITHM, TSIG_NAME, TSIG_SECRET, KnotServer, require_knotd
+from dns_server import TSIG_ALGORITHM, TSIG_NAME, TSIG_SECRET, KnotServer
 
 from discovery.dns_records import parse_record
 from discovery.validator import validate_discovery
@@ -59,12 +59,6 @@ WIDE = {
     "type": "Polygon",
     "coordinates": [[[-30.0, 30.0], [-28.0, 30.0], [-28.0, 31.0], [-30.0, 31.0], [-30.0, 30.0]]],
 }
-ZONE_TEXT = f"""$ORIGIN {DOMAIN}.
-$TTL 60
-@   SOA ns.{DOMAIN}. hostmaster.{DOMAIN}. 1 3600 600 86400 1
-@   NS  ns.{DOMAIN}.
-ns  A   127.0.0.1
-"""
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
@@ -87,16 +81,9 @@ def feature(
     return {"type": "Feature", "geometry": geometry, "properties": props}
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
-    require_knotd()
-    workdir = tmp_path_factory.mktemp("knot-city")
-    zone_file = workdir / "city.example.zone"
-    zone_file.write_text(ZONE_TEXT, encoding="utf-8")
-    server = KnotServer(workdir / "server", DOMAIN, zone_file)
-    server.start()
-    yield server
-    server.stop()
+@pytest.fixture
+def knot(city_knot: KnotServer) -> KnotServer:
+    return city_knot
 
 
 def _update(knot: KnotServer, build: Callable[[dns.update.UpdateMessage], None]) -> None:
