@@ -15,9 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every command, subcommands of groups included, with its full name."""
+    found: list[tuple[str, click.Command]] = []
+    for name, command in sorted(group.commands.items()):
+        found.append((prefix + name, command))
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, f"{prefix}{name} "))
+    return found
+
+
 def _options() -> list[tuple[str, str]]:
     found = []
-    for name, command in sorted(main.commands.items()):
+    for name, command in _commands(main):
         for param in command.params:
             if isinstance(param, click.Option):
                 found.extend((name, opt) for opt in param.opts if opt.startswith("--"))
@@ -28,7 +38,7 @@ def test_every_setting_has_help() -> None:
     assert set(SETTINGS_HELP) == {f.name for f in fields(Settings)}
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))
+@pytest.mark.parametrize("command", [name for name, _ in _commands(main)])
 def test_every_command_is_documented(command: str) -> None:
     assert f"geoweb {command}" in README
 
