@@ -418,8 +418,12 @@ class Registrar:
     def save(self, challenge: Challenge, entry: Jurisdiction, notes: Sequence[str]) -> bool:
         """Spend the token and save the entry (checked again: the id still free for its domain);
         True when it replaced an entry. A failed save gives the token back."""
-        with self._transaction() as session:
+        existed = False
+
+        def still_free(session: Session) -> None:
+            nonlocal existed
             existed = _check_holder(session, entry.id, challenge.domain)
+
         self._spend(challenge)
         try:
             self.store.save(
@@ -427,6 +431,7 @@ class Registrar:
                 replace=True,
                 source=f"registration by {challenge.domain}",
                 report={"domain": challenge.domain, "notes": list(notes)},
+                check=still_free,
             )
         except BaseException:
             self._give_back(challenge)

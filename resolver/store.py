@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from dataclasses import replace as copy_with
@@ -301,18 +301,22 @@ class Store:
         replace: bool = False,
         source: str,
         report: dict[str, Any] | None = None,
+        check: Callable[[Session], None] | None = None,
     ) -> None:
         """Add jurisdictions (or, with ``replace``, overwrite those with the same ids).
 
         Entries without an origin get this registry's; an entry that replaces one of the same
         origin gets the next version. One transaction: when any entry cannot be written, nothing
-        is, and the error names it.
+        is, and the error names it. ``check`` runs first inside the transaction, under the writers'
+        lock, so what it checks (a registration's id still free, say) still holds at the save.
         """
         ids = [j.id for j in jurisdictions]
         if len(set(ids)) != len(ids):
             raise InvalidInput("the same jurisdiction id appears twice in one import")
         try:
             with self._transaction(write=True) as session:
+                if check is not None:
+                    check(session)
                 held = self._held(session, ids)
                 present = sorted(i for i, h in held.items() if not h.deleted)
                 if not replace and present:
