@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from sqlalchemy.exc import SQLAlchemyError
 
 from boundaries.kml import placemark_document
 from discovery.fetch import Fetcher, FetchLimits, make_session
@@ -28,9 +29,10 @@ from .answering import Answerer, FactSource
 from .config import Settings
 from .core import Resolver, parse_coordinate
 from .discovery_source import DiscoverySource, refresh_all
+from .dns_discovery import registry_answerer
 from .dns_source import dns_source
 from .errors import GeoWebError, InvalidInput, MissingParameter, PayloadTooLarge, UnknownType
-from .models import Jurisdiction
+from .models import Answer, Jurisdiction
 from .registry import jurisdiction_to_feature, load_jurisdictions
 from .registry_api import REGISTRY, RegistryFollower
 from .registry_api import add_routes as add_registry_routes
@@ -80,6 +82,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = exc.reason.lower().replace(" ", "_")
         return json_response({"error": code, "detail": exc.reason}, status=exc.status)
+    except SQLAlchemyError as exc:  # the store went away mid-run (a PostgreSQL restart, say)
+        log.warning("store unavailable: %s", exc)
+        detail = "the store is unavailable; try again shortly"
+        return json_response({"error": "store_unavailable", "detail": detail}, status=503)
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -101,7 +107,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     sources: list[FactSource] = []
     if settings.dns_nameserver:  # DNS attests first; discovery then reads what DNS names
-        sources.append(dns_source(settings))
+        sources.append(dns_source(settings, store))  # its cache is kept in the store
     if settings.discovery_refresh:
 
         def on_result(jurisdiction: str, ok: bool, reason: str | None, url: str | None) -> None:
@@ -109,7 +115,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
         app[DISCOVERY] = DiscoverySource(app[FETCHER], on_result=on_result)
         sources.append(app[DISCOVERY])
-    app[ANSWERER] = Answerer(Resolver(jurisdictions, fallback=settings.fallback), sources)
+    resolver = Resolver(jurisdictions, fallback=settings.fallback)
+    app[ANSWERER] = registry_answerer(settings, resolver, sources, app[FETCHER])  # DNS cells too
     app[REGISTRY] = RegistryFollower(
         store,
         app[ANSWERER],
@@ -200,31 +207,36 @@ def _base_url(request: web.Request) -> str:
 async def geowebdns_service(request: web.Request) -> web.Response:
     """``GET /service?lat=&long=&type=``: the GeoWeb DNS protocol as the Open311 wiki defines it."""
     lat, long = _point(request)
-    types = request.query.getall("type", None) or list(DEFAULT_TYPES)
+    types = request.query.getall("type", None) or DEFAULT_TYPES
     answerer = request.app[ANSWERER]
-    base = _base_url(request)
+    # One answer per concern, however many types ask for it (the two default types share one).
+    answers: dict[str | None, Answer] = {}
     results = []
     for type_uri in dict.fromkeys(types):
-        result = await _service_result(answerer, type_uri, lat, long, base)
+        concern = _service_concern(type_uri)
+        answer = answers.get(concern)
+        if answer is None:
+            answer = answers[concern] = await answerer.resolve(lat, long, concern)
+        result = _service_result(request, type_uri, answer)
         if result is not None:
             results.append(result)
     return json_response({"results": results}, status=200 if results else 404)
 
 
-async def _service_result(
-    answerer: Answerer, type_uri: str, lat: float, long: float, base: str
-) -> dict[str, Any] | None:
+def _service_concern(type_uri: str) -> str | None:
+    """The concern a GeoWeb DNS ``type`` asks about (``None``: any), or :class:`UnknownType`."""
     if type_uri in (TYPE_OPEN311, TYPE_DISCOVERY):
-        concern = None
-    elif type_uri.startswith(TYPE_CONCERN_PREFIX) and len(type_uri) > len(TYPE_CONCERN_PREFIX):
-        concern = unquote(type_uri.removeprefix(TYPE_CONCERN_PREFIX))
-    else:
-        raise UnknownType(
-            f"unknown type {type_uri[:200]!r}; this server answers {TYPE_OPEN311}, "
-            f"{TYPE_DISCOVERY} and {TYPE_CONCERN_PREFIX}<concern>",
-            type=type_uri[:200],
-        )
-    answer = await answerer.resolve(lat, long, concern)
+        return None
+    if type_uri.startswith(TYPE_CONCERN_PREFIX) and len(type_uri) > len(TYPE_CONCERN_PREFIX):
+        return unquote(type_uri.removeprefix(TYPE_CONCERN_PREFIX))
+    raise UnknownType(
+        f"unknown type {type_uri[:200]!r}; this server answers {TYPE_OPEN311}, "
+        f"{TYPE_DISCOVERY} and {TYPE_CONCERN_PREFIX}<concern>",
+        type=type_uri[:200],
+    )
+
+
+def _service_result(request: web.Request, type_uri: str, answer: Answer) -> dict[str, Any] | None:
     jurisdiction = answer.jurisdiction
     if type_uri == TYPE_DISCOVERY:
         if jurisdiction is None or not jurisdiction.discovery_url:
@@ -239,7 +251,7 @@ async def _service_result(
         "type": type_uri,
         "uri": uri,
         "name": fallback.name if fallback is not None else _name(jurisdiction),
-        "kml": _kml_url(base, jurisdiction) if fallback is None else None,
+        "kml": _kml_url(_base_url(request), jurisdiction) if fallback is None else None,
         "jurisdiction": jurisdiction.id if jurisdiction is not None else None,
         "fallback": fallback is not None,
     }

@@ -169,3 +169,18 @@ async def test_an_expired_entry_is_mirrored_but_not_answered(
     assert gone["found"] is False and gone["reason"] == "no_jurisdiction"
     snapshot = read_registry(orjson.loads(await (await client.get("/v1/registry")).read()))
     assert {j.id: j.expires for j in snapshot} == {"j0": None, "j1": "2001-01-01T00:00:00.000000Z"}
+
+
+async def test_a_store_that_fails_mid_run_gives_503_not_a_crash(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "r.sqlite"
+    with Store(db) as store:
+        store.save(_entries(1), source="test")
+    client = await aiohttp_client(create_app(Settings(db=str(db), mirror_interval=0)))
+    with Store(db) as store, store.engine.begin() as connection:  # the database breaks under it
+        connection.exec_driver_sql("DROP TABLE jurisdictions")
+    response = await client.get("/v1/registry")
+    assert response.status == 503
+    assert (await response.json())["error"] == "store_unavailable"
+    assert (await client.get("/v1/resolve?lat=10.5&long=0.5")).status == 200  # answers go on
