@@ -9,13 +9,17 @@ for how long.
   ``max_stale`` seconds old is served instead, marked ``stale`` with the reason (RFC 8767
   serve-stale); the servers are not asked again about that name for ``stale_answer_ttl`` seconds
   (RFC 8767's failure recheck timer, 30 s), so a dead server costs one timeout per name, not one
-  per request. With nothing cached, :class:`DnsUnavailable` says so: nothing is invented.
+  per request. With nothing cached, :class:`DnsUnavailable` says so: nothing is invented; the
+  failure itself is remembered for ``stale_answer_ttl`` seconds too (RFC 9520), so asking again
+  at once fails at once instead of waiting for the same timeout.
 - Queries carry the AD bit (RFC 6840 5.7): a validating resolver answers with AD set when it
   authenticated the data with DNSSEC, and the answer reports it (``authenticated``). An
   authoritative server never sets it.
 
 The cache is small and swappable like dnspython's: :class:`DnsCache` (``get``, ``put``, ``flush``,
-``stats``) with :class:`MemoryDnsCache`, an LRU bounded by entries.
+``stats``) with :class:`MemoryDnsCache`, an LRU bounded by entries, and :class:`TieredDnsCache`,
+a memory cache in front of a persistent one (``resolver.store.StoreDnsCache``: the store, so that
+stale answers survive a restart of the process).
 """
 
 from __future__ import annotations
@@ -145,6 +149,31 @@ class MemoryDnsCache:
             self._entries.pop(key, None)
 
 
+class TieredDnsCache:
+    """A fast cache in front of a slow, persistent one: reads try the front first and copy what
+    the back had into it; writes go to both."""
+
+    def __init__(self, front: DnsCache, back: DnsCache) -> None:
+        self.front = front
+        self.back = back
+
+    def get(self, key: tuple[str, str]) -> DnsAnswer | None:
+        answer = self.front.get(key)
+        if answer is None:
+            answer = self.back.get(key)
+            if answer is not None:
+                self.front.put(answer)
+        return answer
+
+    def put(self, answer: DnsAnswer) -> None:
+        self.front.put(answer)
+        self.back.put(answer)
+
+    def flush(self, key: tuple[str, str] | None = None) -> None:
+        self.front.flush(key)
+        self.back.flush(key)
+
+
 def canonical(name: str) -> str:
     """A name as cache keys use it: lowercase, absolute (final dot)."""
     return dns.name.from_text(name).to_text().lower()
@@ -183,6 +212,7 @@ class DnsLookup:
         self.stale_answer_ttl = stale_answer_ttl
         self.stats = DnsStats()
         self._recheck_at: dict[tuple[str, str], float] = {}
+        self._failed: dict[tuple[str, str], tuple[float, str]] = {}
 
     async def txt(self, name: str) -> DnsAnswer:
         return await self.query(name, "TXT")
@@ -204,6 +234,10 @@ class DnsLookup:
         if cached is not None and recheck is not None and now < recheck:
             self.stats.stale_served += 1
             return replace(cached, from_cache=True, stale=True, error=cached.error)
+        failed = self._failed.get(key)
+        if cached is None and failed is not None and now < failed[0]:
+            self.stats.failures += 1
+            raise DnsUnavailable(key[0], key[1], f"{failed[1]} (a moment ago; not asked again yet)")
         self.stats.misses += 1
         try:
             answer = await self._ask(key[0], key[1], now)
@@ -218,8 +252,12 @@ class DnsLookup:
                 stale = replace(cached, from_cache=True, stale=True, error=reason)
                 self.cache.put(replace(stale, from_cache=False))
                 return stale
+            if len(self._failed) > 10_000:
+                self._failed.clear()
+            self._failed[key] = (now + self.stale_answer_ttl, reason)
             raise DnsUnavailable(key[0], key[1], reason) from None
         self._recheck_at.pop(key, None)
+        self._failed.pop(key, None)
         if answer.ttl > 0:
             self.cache.put(answer)
         return answer
@@ -302,5 +340,6 @@ __all__ = [
     "DnsStats",
     "DnsUnavailable",
     "MemoryDnsCache",
+    "TieredDnsCache",
     "canonical",
 ]

@@ -3,13 +3,18 @@ an RFC 1035 master file (``geoweb zone export``) or as records to publish (``dns
 
 What a registry zone ``<origin>`` holds (``docs/dns-records.md``):
 
-- ``_cells.<origin> TXT "v=geoweb-cells-1" "depth=D"``: the cell scheme, so resolvers know the depth
-  to ask for;
+- ``_cells.<origin> TXT "v=geoweb-cells-1" "depth=D" "split=S" "gen=G"``: the cell scheme and the
+  live *generation* of the cells, so resolvers know the depth and where to ask;
+- ``G._cells.<origin> TXT "v=geoweb-cells-1" "created=T" "live=T"``: the generation's marker
+  (publishers' bookkeeping: when it was staged, since when it is live);
 - for each non-empty leaf of the adaptive grid (``boundaries.cells``), PTR records naming the
-  domains of the jurisdictions that touch it: at ``<leaf>._cells.<origin>`` for leaves at depth D,
-  at the wildcard ``*.<leaf>._cells.<origin>`` for shallower ones;
+  domains of the jurisdictions that touch it: at ``<leaf>.G._cells.<origin>`` for leaves at depth
+  D, at the wildcard ``*.<leaf>.G._cells.<origin>`` for shallower ones;
 - ``_open311.<domain> TXT`` for every jurisdiction domain inside the zone (domains elsewhere publish
   their own record in their own zone; the cells still name them).
+
+A generation's cells never change once it is live except by one atomic UPDATE; a publish too large
+for one UPDATE stages a new generation beside it and switches the pointer (``dns_publish``).
 
 Everything streams: records are produced one at a time from the grid's depth-first walk, so a zone
 of millions of cells is written with memory bounded by one path of the tree. ``max_cells`` refuses
@@ -26,7 +31,7 @@ from typing import TextIO
 
 from shapely.geometry.base import BaseGeometry
 
-from boundaries.cells import CELLS_LABEL, CellScheme, cell_name, leaves
+from boundaries.cells import CELLS_LABEL, CellScheme, leaves
 from resolver.errors import GeoWebError, InvalidInput
 from resolver.models import Jurisdiction
 
@@ -47,6 +52,87 @@ CELLS_VERSION = "geoweb-cells-1"
 
 #: Default ``--max-cells``: a zone with more leaf cells than this is refused.
 DEFAULT_MAX_CELLS = 1_000_000
+
+#: The cell generation ``zone export`` writes; ``publish`` moves on to g2, g3, ...
+FIRST_GENERATION = "g1"
+_GENERATION = re.compile(r"g[0-9]{1,9}")
+
+
+def is_generation(label: str) -> bool:
+    """A generation label (``g`` and a number): never a geohash label, which is one character."""
+    return _GENERATION.fullmatch(label) is not None
+
+
+def generation_number(label: str) -> int:
+    return int(label[1:])
+
+
+def cells_root(zone: str, generation: str | None) -> str:
+    """The absolute name the cells of a generation hang under (``G._cells.<zone>``); without a
+    generation, ``_cells.<zone>`` itself (zones written before generations existed)."""
+    zone = zone.strip(".").lower() + "."
+    return f"{generation}.{CELLS_LABEL}.{zone}" if generation else f"{CELLS_LABEL}.{zone}"
+
+
+def generation_cell_name(cell: str, zone: str, generation: str | None) -> str:
+    """The name of a cell (a geohash) in a generation: one label per level, finest first."""
+    return ".".join(reversed(cell)) + "." + cells_root(zone, generation)
+
+
+@dataclass(frozen=True, slots=True)
+class CellsPointer:
+    """What ``_cells.<zone> TXT`` says: the depth resolvers query, the split threshold, and the
+    live generation (``None``: cells directly under ``_cells``)."""
+
+    depth: int
+    split: int | None
+    generation: str | None
+
+    def strings(self) -> list[bytes]:
+        out = [f"v={CELLS_VERSION}", f"depth={self.depth}"]
+        if self.split is not None:
+            out.append(f"split={self.split}")
+        if self.generation is not None:
+            out.append(f"gen={self.generation}")
+        return [x.encode() for x in out]
+
+
+def _cells_pairs(strings: Sequence[bytes]) -> dict[str, str] | None:
+    pairs = dict(s.decode("ascii", "replace").partition("=")[::2] for s in strings)
+    return pairs if pairs.get("v") == CELLS_VERSION else None
+
+
+def parse_cells_pointer(strings: Sequence[bytes]) -> CellsPointer | None:
+    """The pointer in one TXT record at ``_cells.<zone>``, or ``None`` when the record is not a
+    usable ``v=geoweb-cells-1`` pointer (unknown keys are ignored)."""
+    pairs = _cells_pairs(strings)
+    if pairs is None or not pairs.get("depth", "").isdigit():
+        return None
+    depth = int(pairs["depth"])
+    split = pairs.get("split", "")
+    generation = pairs.get("gen")
+    if not 1 <= depth <= 12 or (generation is not None and not is_generation(generation)):
+        return None
+    return CellsPointer(depth, int(split) if split.isdigit() else None, generation)
+
+
+def marker_strings(created: int, live: int | None = None, hold: int | None = None) -> list[bytes]:
+    """The marker at a generation's apex: when it was staged, since when it is live, and how
+    long the generation it replaced is kept for readers (seconds)."""
+    out = [f"v={CELLS_VERSION}", f"created={created}"]
+    if live is not None:
+        out.append(f"live={live}")
+    if hold is not None:
+        out.append(f"hold={hold}")
+    return [x.encode() for x in out]
+
+
+def parse_marker(strings: Sequence[bytes]) -> tuple[int | None, int | None, int | None]:
+    """``(created, live, hold)`` from a generation marker; ``None`` for what it does not say."""
+    pairs = _cells_pairs(strings) or {}
+    values = [pairs.get(key, "") for key in ("created", "live", "hold")]
+    created, live, hold = (int(v) if v.isdigit() else None for v in values)
+    return created, live, hold
 
 
 class ZoneTooLarge(GeoWebError):
@@ -73,6 +159,7 @@ class ZoneOptions:
     ``boundary_url``: where each jurisdiction's boundary is published, a template with ``{id}``
     and ``{domain}`` (e.g. ``https://registry.example/v1/jurisdictions/{id}.geojson``); without it
     the records carry no ``b=``/``g=`` and resolvers cannot discover these jurisdictions by place.
+    ``generation``: the label the cells are written under (``g1``, ``g2``, ...).
     """
 
     origin: str
@@ -85,11 +172,14 @@ class ZoneOptions:
     serial: int | None = None
     max_cells: int | None = DEFAULT_MAX_CELLS
     url_policy: UrlPolicy = field(default_factory=lambda: UrlPolicy(allow_http_loopback=True))
+    generation: str = FIRST_GENERATION
 
     def __post_init__(self) -> None:
         labels = self.origin.strip(".").split(".")
         if not self.origin.strip(".") or not all(_ORIGIN_LABEL.fullmatch(x) for x in labels):
             raise InvalidInput(f"--origin {self.origin!r} is not a DNS domain name")
+        if not is_generation(self.generation):
+            raise InvalidInput(f"{self.generation!r} is not a cell generation label (g1, g2, ...)")
         if not 0 <= self.ttl <= 2**31 - 1:
             raise InvalidInput(f"the TTL must be between 0 and {2**31 - 1} seconds")
 
@@ -97,6 +187,10 @@ class ZoneOptions:
     def zone(self) -> str:
         """The origin as an absolute, lowercase name."""
         return self.origin.strip(".").lower() + "."
+
+    @property
+    def pointer(self) -> CellsPointer:
+        return CellsPointer(self.scheme.max_depth, self.scheme.split_above, self.generation)
 
 
 @dataclass
@@ -138,23 +232,13 @@ def jurisdiction_record(j: Jurisdiction, options: ZoneOptions) -> Open311Record:
 def zone_records(
     jurisdictions: Sequence[Jurisdiction], options: ZoneOptions, summary: ZoneSummary | None = None
 ) -> Iterator[ZoneRecord]:
-    """The registry's records (no SOA or NS), TXT first, then cells depth first; streamed."""
+    """The registry's records (no SOA or NS, no generation marker): the cells pointer, the
+    ``_open311`` TXT records, then the cells of ``options.generation`` depth first; streamed."""
     summary = summary if summary is not None else ZoneSummary()
     zone = options.zone
     ttl = options.ttl
     scheme = options.scheme
-    yield ZoneRecord(
-        f"{CELLS_LABEL}.{zone}",
-        ttl,
-        "TXT",
-        txt_zone_text(
-            [
-                f"v={CELLS_VERSION}".encode(),
-                f"depth={scheme.max_depth}".encode(),
-                f"split={scheme.split_above}".encode(),
-            ]
-        ),
-    )
+    yield ZoneRecord(f"{CELLS_LABEL}.{zone}", ttl, "TXT", txt_zone_text(options.pointer.strings()))
     domains, geometries = _published(jurisdictions, options, summary)
     for domain, strings in sorted(domains.items()):
         if strings is None:
@@ -173,7 +257,7 @@ def zone_records(
                 targets_of.clear()
             targets = sorted({_domain(jurisdictions[p]) + "." for p in leaf.members})
             targets_of[leaf.members] = targets
-        owner = cell_name(leaf.cell, zone)
+        owner = generation_cell_name(leaf.cell, zone, options.generation)
         if leaf.wildcard:
             owner = "*." + owner
         summary.cells += 1
@@ -286,7 +370,12 @@ def write_zone(
         out.write(
             f"{_relative(nameserver, zone)} {options.ttl} IN {kind} {options.nameserver_address}\n"
         )
-    summary.records = 2
+    now = int(time.time())
+    marker = txt_zone_text(marker_strings(now, now))
+    out.write(
+        f"{_relative(cells_root(zone, options.generation), zone)} {options.ttl} IN TXT {marker}\n"
+    )
+    summary.records = 3
     for record in zone_records(jurisdictions, options, summary):
         rdata = record.rdata
         if record.rdtype == "PTR":
@@ -298,13 +387,21 @@ def write_zone(
 
 __all__ = [
     "CELLS_VERSION",
+    "FIRST_GENERATION",
+    "CellsPointer",
     "ZoneOptions",
     "ZoneRecord",
     "ZoneSummary",
     "ZoneTooLarge",
+    "cells_root",
     "check_size",
     "count_cells",
+    "generation_cell_name",
+    "is_generation",
     "jurisdiction_record",
+    "marker_strings",
+    "parse_cells_pointer",
+    "parse_marker",
     "write_zone",
     "zone_records",
 ]

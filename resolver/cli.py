@@ -14,6 +14,8 @@ import orjson
 
 from .cli_options import (
     db_option,
+    dns_options,
+    dns_registry_options,
     fallback_options,
     fetch_options,
     refresh_concurrency_option,
@@ -121,9 +123,7 @@ def serve(**options: Any) -> None:
 @dns_options
 @dns_registry_options
 @fetch_options
-def resolve(
-    lat: str, long_: str, concern: str | None, as_json: bool, **options: Any
-) -> None:
+def resolve(lat: str, long_: str, concern: str | None, as_json: bool, **options: Any) -> None:
     """Answer one point. Exit status 0 when an endpoint answers, 3 when none does.
 
     With --dns-nameserver, each candidate's _open311 record is checked (and, with

@@ -1,21 +1,28 @@
-"""``geoweb zone export`` and ``geoweb publish``: the registry as DNS (``docs/dns-records.md``)."""
+"""``geoweb zone export`` and ``geoweb publish``: the registry as DNS (``docs/dns-records.md``);
+and ``geoweb resolve`` with DNS."""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from boundaries.cells import CellScheme
-from discovery.dns_publish import Publisher, TsigKey, read_key_file, registry_records
+from discovery.dns_publish import Publisher, TsigKey, read_key_file
+from discovery.fetch import Fetcher, FetchLimits, make_session
 from discovery.zone import DEFAULT_MAX_CELLS, ZoneOptions, write_zone
 
 from .config import SETTINGS_HELP, Settings, default_db_path
+from .core import Resolver
+from .dns_discovery import registry_answerer
+from .dns_source import dns_source
 from .errors import InvalidInput
+from .models import Answer
 from .registry import load_jurisdictions
-from .store import Store
+from .store import Store, StoreHttpCache
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +147,19 @@ def export(
     type=click.FloatRange(0.1),
     help="Seconds for each exchange with the server.",
 )
+@click.option(
+    "--keep-retired",
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="Keep a retired cell generation this long before a publish deletes it "
+    "[default: twice the TTL].",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="After switching to a new cell generation, wait until the old one may be deleted, "
+    "and delete it.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the UPDATE messages instead of sending them.")
 def publish(
     server: str,
@@ -151,11 +171,17 @@ def publish(
     tsig_secret: str | None,
     tsig_algorithm: str,
     timeout: float,
+    keep_retired: float | None,
+    wait: bool,
     dry_run: bool,
     **content: Any,
 ) -> None:
     """Bring a live zone in line with the registry: RFC 2136 UPDATE signed with TSIG, only the
-    difference from what the zone holds (read by AXFR). Running it twice sends nothing twice."""
+    difference from what the zone holds (read by AXFR). Running it twice sends nothing twice.
+
+    Atomic for readers: a change too large for one UPDATE is staged as a new cell generation and
+    switched to with one final UPDATE; old generations are deleted by a later publish once
+    readers can no longer use them."""
     key: TsigKey | None
     if tsig_key_file:
         key = read_key_file(tsig_key_file)
@@ -166,10 +192,14 @@ def publish(
     else:
         key = None
     options = _options(zone_name, max_cells=None, **content)
-    publisher = Publisher(server, zone_name, key, port=port, timeout=timeout)
-    plan = publisher.plan(registry_records(_jurisdictions(db), options))
+    publisher = Publisher(
+        server, zone_name, key, port=port, timeout=timeout, keep_retired=keep_retired
+    )
+    jurisdictions = _jurisdictions(db)
+    plan = publisher.plan(jurisdictions, options)
     if plan.empty:
-        click.echo(f"{zone_name}: up to date, nothing to send")
+        kept = f" (kept for readers: {', '.join(plan.kept)})" if plan.kept else ""
+        click.echo(f"{zone_name}: up to date, nothing to send{kept}")
         return
     if dry_run:
         for update in publisher.updates(plan):
@@ -178,6 +208,46 @@ def publish(
         return
     sent = publisher.send(plan)
     click.echo(f"published: {plan.summary()} ({sent} UPDATE message(s))")
+    if wait and plan.switch_to and plan.live:
+        hold = publisher.retired_for(publisher.read(), options.ttl)
+        click.echo(f"waiting {hold:g} s until generation {plan.live} may be deleted")
+        time.sleep(hold + 1)
+        plan = publisher.plan(jurisdictions, options)
+        if not plan.empty:
+            sent = publisher.send(plan)
+            click.echo(f"published: {plan.summary()} ({sent} UPDATE message(s))")
+
+
+async def resolve_with_dns(
+    settings: Settings, lat: float, long: float, concern: str | None
+) -> Answer:
+    """``geoweb resolve`` with DNS: the local registry, each candidate's ``_open311`` record
+    (attestation) and, with a registry zone, the jurisdictions DNS lists for the point; DNS
+    answers and fetched boundaries are cached in the store, as ``geoweb serve`` caches them."""
+    with Store(settings.db_path) as store:
+        jurisdictions, _source = load_jurisdictions(store)
+        limits = FetchLimits(
+            connect_timeout=min(5.0, settings.fetch_timeout),
+            total_timeout=settings.fetch_timeout,
+            max_bytes=settings.fetch_max_bytes,
+        )
+        session = make_session(allow_networks=settings.allow_network, limits=limits)
+        try:
+            fetcher = Fetcher(
+                session,
+                limits=limits,
+                allow_networks=settings.allow_network,
+                cache=StoreHttpCache(store),
+            )
+            answerer = registry_answerer(
+                settings,
+                Resolver(jurisdictions, fallback=settings.fallback),
+                [dns_source(settings, store)],
+                fetcher,
+            )
+            return await answerer.resolve(lat, long, concern)
+        finally:
+            await session.close()
 
 
 def register_commands(main: click.Group) -> None:
@@ -186,4 +256,4 @@ def register_commands(main: click.Group) -> None:
     main.add_command(publish)
 
 
-__all__ = ["publish", "register_commands", "zone"]
+__all__ = ["publish", "register_commands", "resolve_with_dns", "zone"]

@@ -93,3 +93,39 @@ def registry_loop_options(f: F) -> F:
         type=click.FloatRange(0.05, 86400),
         help=SETTINGS_HELP["registry_poll"],
     )(f)
+
+
+def dns_options(f: F) -> F:
+    """``--dns-nameserver``, ``--dns-port``, ``--dns-timeout``: where DNS is asked."""
+    f = click.option(
+        "--dns-timeout",
+        default=Settings.dns_timeout,
+        show_default=True,
+        type=click.FloatRange(0.1, 60),
+        help=SETTINGS_HELP["dns_timeout"],
+    )(f)
+    f = click.option(
+        "--dns-port",
+        default=Settings.dns_port,
+        show_default=True,
+        type=click.IntRange(1, 65535),
+        help=SETTINGS_HELP["dns_port"],
+    )(f)
+    return click.option(
+        "--dns-nameserver", multiple=True, metavar="IP", help=SETTINGS_HELP["dns_nameserver"]
+    )(f)
+
+
+def dns_registry_options(f: F) -> F:
+    """``--dns-registry-zone`` and ``--dns-registry-mode``: finding jurisdictions through a
+    registry zone's cells."""
+    f = click.option(
+        "--dns-registry-mode",
+        default=Settings.dns_registry_mode,
+        show_default=True,
+        type=click.Choice(["always", "uncovered"]),
+        help=SETTINGS_HELP["dns_registry_mode"],
+    )(f)
+    return click.option(
+        "--dns-registry-zone", metavar="ZONE", help=SETTINGS_HELP["dns_registry_zone"]
+    )(f)

@@ -2,8 +2,8 @@
 
 A resolver that knows nothing about an area answers a point like this::
 
-    point -> its cell at the registry's depth      (_cells.<zone> TXT says the depth)
-          -> PTR <cell>._cells.<zone>              (one query; wildcards pick the leaf)
+    point -> its cell at the registry's depth      (_cells.<zone> TXT: depth, live generation G)
+          -> PTR <cell>.G._cells.<zone>            (one query; wildcards pick the leaf)
           -> candidate domains -> their _open311 TXT records (b= boundary URL, g= generation)
           -> fetch each boundary (discovery.fetch), check its generation
           -> the core's exact covers test and rule (resolver.core.Resolver) -> Answer
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
@@ -33,10 +34,13 @@ from boundaries.cells import CELLS_LABEL, point_cell
 from discovery.dns_lookup import DnsAnswer, DnsLookup
 from discovery.dns_records import Open311Record, RecordError, UrlPolicy, parse_rrset, record_name
 from discovery.fetch import Fetcher
+from discovery.zone import CellsPointer, generation_cell_name, parse_cells_pointer
 
+from .answering import Answerer, FactSource
+from .config import Settings
 from .core import Resolver, check_point, clean_concern
-from .dns_source import DnsFacts
-from .errors import GeoWebError
+from .dns_source import DnsFacts, DnsSource, dns_lookup, url_policy
+from .errors import GeoWebError, InvalidInput
 from .models import Answer, Endpoint, Fallback, Jurisdiction, Provenance, boundary_generation
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,24 @@ class BoundaryError(GeoWebError):
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     domain: str
-    answer: DnsAnswer
+    answer: DnsAnswer | None  # None: known locally, not looked up
     record: Open311Record | None
     jurisdiction: Jurisdiction | None
     why_skipped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    """What DNS says about a point: the cell name asked, its answer, and each domain it lists."""
+
+    cell: str
+    cells: DnsAnswer
+    candidates: tuple[_Candidate, ...]
+
+    @property
+    def jurisdictions(self) -> list[Jurisdiction]:
+        """The candidates found in DNS with a usable record and boundary."""
+        return [c.jurisdiction for c in self.candidates if c.jurisdiction is not None]
 
 
 class DnsDiscovery:
@@ -92,50 +110,85 @@ class DnsDiscovery:
         self._max_resolvers = max_resolvers
         self._fetching: dict[tuple[str, str], asyncio.Task[BaseGeometry]] = {}
 
-    async def depth(self) -> int:
-        """The depth of the registry's cells, from ``_cells.<zone> TXT``."""
+    async def pointer(self) -> CellsPointer:
+        """The registry's cell scheme and live generation, from ``_cells.<zone> TXT``.
+
+        Depth and generation come from one record, so a lookup never combines the depth of one
+        generation with the cells of another (``docs/dns-records.md``, atomic publishing)."""
         name = f"{CELLS_LABEL}.{self.zone}"
         answer = await self.lookup.txt(name)
         for strings in answer.records:
-            pairs = dict(s.decode("ascii", "replace").partition("=")[::2] for s in strings)
-            if pairs.get("v") == "geoweb-cells-1" and pairs.get("depth", "").isdigit():
-                depth = int(pairs["depth"])
-                if 1 <= depth <= 12:
-                    return depth
+            pointer = parse_cells_pointer(strings)
+            if pointer is not None:
+                return pointer
         raise CellSchemeError(f"{name} has no usable v=geoweb-cells-1 record", name=name)
+
+    async def depth(self) -> int:
+        """The depth of the registry's cells."""
+        return (await self.pointer()).depth
 
     async def candidates(self, lat: float, long: float) -> tuple[str, DnsAnswer]:
         """The name asked for the point's cell, and the answer (PTR records naming domains)."""
-        name = ".".join([*reversed(point_cell(lat, long, await self.depth())), CELLS_LABEL])
-        name = f"{name}.{self.zone}"
+        pointer = await self.pointer()
+        cell = point_cell(lat, long, pointer.depth)
+        name = generation_cell_name(cell, self.zone, pointer.generation)
         return name, await self.lookup.ptr(name)
+
+    async def discover(
+        self, lat: float, long: float, known: Collection[str] = frozenset()
+    ) -> Discovered:
+        """The candidates DNS lists for a point, each with its record and boundary. Domains in
+        ``known`` (a local registry's) are listed but not looked up."""
+        check_point(lat, long)
+        cell, cells = await self.candidates(lat, long)
+        found = await asyncio.gather(
+            *(
+                self._candidate(d) if d not in known else _async(_Candidate(d, None, None, None))
+                for d in cells.records
+            )
+        )
+        return Discovered(cell, cells, tuple(found))
 
     async def resolve(self, lat: float, long: float, concern: str | None = None) -> Answer:
         """The answer for a point, found through DNS alone; :class:`DnsUnavailable`,
         :class:`FetchError` or :class:`CellSchemeError` when that is impossible."""
-        check_point(lat, long)
         concern = clean_concern(concern)
-        cell, cells = await self.candidates(lat, long)
-        found = await asyncio.gather(*(self._candidate(d) for d in cells.records))
-        usable = [c for c in found if c.jurisdiction is not None]
-        key = tuple((c.domain, c.answer.records) for c in usable)
+        discovered = await self.discover(lat, long)
+        resolver = self.resolver_for([], discovered)
+        return self.with_provenance(resolver.resolve(lat, long, concern), discovered)
+
+    def resolver_for(self, local: Sequence[Jurisdiction], discovered: Discovered) -> Resolver:
+        """A small resolver over these local jurisdictions and the usable DNS candidates (cached:
+        by the local objects, and by the DNS candidates' records)."""
+        usable = [c for c in discovered.candidates if c.jurisdiction is not None]
+        key = (
+            tuple((j.id, id(j)) for j in local),
+            tuple((c.domain, c.answer.records if c.answer else ()) for c in usable),
+        )
         resolver = self._resolvers.get(key)
         if resolver is None:
-            jurisdictions = [c.jurisdiction for c in usable if c.jurisdiction is not None]
+            jurisdictions = [*local, *(c.jurisdiction for c in usable if c.jurisdiction)]
             resolver = Resolver(jurisdictions, fallback=self.fallback)
             self._remember(self._resolvers, key, resolver, self._max_resolvers)
         else:
             self._resolvers.move_to_end(key)
-        answer = resolver.resolve(lat, long, concern)
-        return self._with_provenance(answer, cell, cells, found)
+        return resolver
 
-    def _with_provenance(
-        self, answer: Answer, cell: str, cells: DnsAnswer, found: Sequence[_Candidate]
+    def with_provenance(
+        self, answer: Answer, discovered: Discovered, local: Answer | None = None
     ) -> Answer:
+        """The answer with what DNS said, each fact with its TTL: the cell's candidates, why any
+        was left out, and the chosen jurisdiction's record and boundary when DNS found it. A
+        jurisdiction chosen from the local registry keeps the facts ``local`` (its answer from
+        the local registry) gives it."""
+        cell, cells, found = discovered.cell, discovered.cells, discovered.candidates
         now = self.lookup.clock()
         remaining = cells.remaining(now) if not cells.stale else int(self.lookup.stale_answer_ttl)
         cell_facts = DnsFacts(cells, f"{cell.rstrip('.')} PTR", now, remaining)
         domains = ", ".join(cells.records) or "none"
+        known = [c.domain for c in found if c.answer is None]
+        if known:
+            domains += f" (in the local registry: {', '.join(known)})"
         facts: list[Provenance] = [
             cell_facts.make("candidates", f"domains listed for this cell: {domains}", verified=True)
         ]
@@ -149,8 +202,12 @@ class DnsDiscovery:
                     )
                 )
         chosen = answer.jurisdiction
+        local_chosen = local.jurisdiction if local is not None else None
+        if chosen is not None and local_chosen is not None and local_chosen.id == chosen.id:
+            assert local is not None
+            facts.extend(p for p in local.decision.provenance if p.source != "fallback")
         for candidate in found:
-            if chosen is None or candidate.domain != chosen.id:
+            if chosen is None or candidate.domain != chosen.id or candidate.answer is None:
                 continue
             txt = candidate.answer
             ttl = txt.remaining(now) if not txt.stale else int(self.lookup.stale_answer_ttl)
@@ -248,6 +305,127 @@ class DnsDiscovery:
             cache.popitem(last=False)
 
 
+async def _async(value: _Candidate) -> _Candidate:
+    return value
+
+
+#: When a registry zone is asked (``--dns-registry-mode``): for every point, or only for points
+#: no jurisdiction of the local registry covers.
+REGISTRY_MODES = ("always", "uncovered")
+
+
+class DnsRegistryAnswerer(Answerer):
+    """The :class:`Answerer` of ``geoweb serve`` and ``geoweb resolve`` with a registry zone.
+
+    The local registry answers first (with its fact sources). Then the registry zone's cell for
+    the point lists the domains that may cover it; those the local registry does not know are
+    looked up (their ``_open311`` record, their boundary by ``b=``/``g=``), and the core decides
+    among the local covering jurisdictions and these, by the same rule (most specific first). So
+    a city the local registry lacks still wins inside the county it has. With mode
+    ``uncovered``, DNS is asked only where no local jurisdiction covers the point.
+
+    When DNS cannot be read (nothing cached, or a candidate's boundary unreachable), the local
+    answer is given with a provenance entry saying so: the local registry alone is still an
+    answer, and it is labelled as one.
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        sources: Sequence[FactSource],
+        discovery: DnsDiscovery,
+        *,
+        mode: str = "always",
+        on_update: Callable[[list[Jurisdiction]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if mode not in REGISTRY_MODES:
+            raise InvalidInput(f"the DNS registry mode must be one of {', '.join(REGISTRY_MODES)}")
+        super().__init__(resolver, sources, on_update=on_update, clock=clock)
+        self.discovery = discovery
+        self.mode = mode
+        self._known: tuple[Resolver, frozenset[str], frozenset[str]] | None = None
+
+    def _local(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The domains and ids of the local registry (recomputed when its resolver changes)."""
+        resolver = self.resolver
+        if self._known is None or self._known[0] is not resolver:
+            domains = frozenset(
+                j.domain.strip(".").lower() for j in resolver.jurisdictions if j.domain
+            )
+            ids = frozenset(j.id for j in resolver.jurisdictions)
+            self._known = (resolver, domains, ids)
+        return self._known[1], self._known[2]
+
+    async def resolve(self, lat: float, long: float, concern: str | None = None) -> Answer:
+        local = await super().resolve(lat, long, concern)
+        decision = local.decision
+        covering = [c.jurisdiction for c in (decision.chosen, *decision.alternatives) if c]
+        if self.mode == "uncovered" and covering:
+            return local
+        domains, ids = self._local()
+        try:
+            discovered = await self.discovery.discover(lat, long, known=domains)
+        except GeoWebError as error:
+            note = (
+                f"the registry zone {self.discovery.zone} could not be read ({error.detail}); "
+                "answered from the local registry only"
+            )
+            fact = Provenance(
+                "candidates", "dns", f"_cells.{self.discovery.zone}", note=note, verified=False
+            )
+            log.warning("DNS discovery for %s,%s failed: %s", lat, long, error.detail)
+            return _with_facts(local, fact)
+        # a candidate whose id is a local one (ids of DNS candidates are their domains) is left
+        # to the local registry
+        new = replace(
+            discovered,
+            candidates=tuple(
+                c
+                for c in discovered.candidates
+                if c.jurisdiction is None or c.jurisdiction.id not in ids
+            ),
+        )
+        answer = local
+        if new.jurisdictions:
+            combined = self.discovery.resolver_for(covering, new).resolve(lat, long, concern)
+            if _covering_ids(combined) != _covering_ids(local):
+                answer = combined  # a jurisdiction only DNS knows covers the point
+        return self.discovery.with_provenance(answer, new, local)
+
+
+def _covering_ids(answer: Answer) -> set[str]:
+    decision = answer.decision
+    return {c.jurisdiction.id for c in (decision.chosen, *decision.alternatives) if c}
+
+
+def _with_facts(answer: Answer, *facts: Provenance) -> Answer:
+    decision = answer.decision
+    return replace(answer, decision=replace(decision, provenance=(*decision.provenance, *facts)))
+
+
+def registry_answerer(
+    settings: Settings, resolver: Resolver, sources: Sequence[FactSource], fetcher: Fetcher
+) -> Answerer:
+    """The answerer for these settings: with ``dns_registry_zone``, one that also finds
+    candidates through the zone (sharing the DNS source's lookup and cache); else the plain one.
+    Plain ``http`` boundary URLs are accepted only on loopback, and only when ``allow_network``
+    admits loopback addresses (``dns_source.url_policy``)."""
+    if not settings.dns_registry_zone:
+        return Answerer(resolver, sources)
+    lookup = next((s.lookup for s in sources if isinstance(s, DnsSource)), None)
+    if lookup is None:
+        lookup = dns_lookup(settings)
+    discovery = DnsDiscovery(
+        lookup,
+        fetcher,
+        zone=settings.dns_registry_zone,
+        fallback=resolver.fallback,
+        url_policy=url_policy(settings),
+    )
+    return DnsRegistryAnswerer(resolver, sources, discovery, mode=settings.dns_registry_mode)
+
+
 def parse_boundary(body: bytes, url: str) -> BaseGeometry:
     """A Polygon or MultiPolygon from a GeoJSON geometry, Feature, or one-feature collection."""
     try:
@@ -269,4 +447,14 @@ def parse_boundary(body: bytes, url: str) -> BaseGeometry:
     return geometry
 
 
-__all__ = ["BoundaryError", "CellSchemeError", "DnsDiscovery", "RecordError", "parse_boundary"]
+__all__ = [
+    "REGISTRY_MODES",
+    "BoundaryError",
+    "CellSchemeError",
+    "Discovered",
+    "DnsDiscovery",
+    "DnsRegistryAnswerer",
+    "RecordError",
+    "parse_boundary",
+    "registry_answerer",
+]

@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
+from ipaddress import ip_network
 
-from discovery.dns_lookup import DnsAnswer, DnsLookup, DnsUnavailable
+from discovery.dns_lookup import (
+    DnsAnswer,
+    DnsCache,
+    DnsLookup,
+    DnsUnavailable,
+    MemoryDnsCache,
+    TieredDnsCache,
+)
 from discovery.dns_records import Open311Record, UrlPolicy, parse_rrset, record_name
 from discovery.urls import normalize_discovery_url
 
 from .config import Settings
 from .models import Endpoint, Jurisdiction, Provenance
+from .store import Store, StoreDnsCache
 
 #: How long to wait before asking again after DNS failed with nothing cached.
 RETRY_AFTER_FAILURE = 30.0
@@ -166,12 +175,35 @@ def _with_facts(jurisdiction: Jurisdiction, *facts: Provenance) -> Jurisdiction:
     return replace(jurisdiction, provenance=(*kept, *facts))
 
 
-def dns_source(settings: Settings) -> DnsSource:
-    """The DNS fact source ``geoweb serve`` uses: the configured nameservers, https only."""
-    lookup = DnsLookup(
-        list(settings.dns_nameserver), port=settings.dns_port, timeout=settings.dns_timeout
+def dns_lookup(settings: Settings, store: Store | None = None) -> DnsLookup:
+    """The DNS lookups of ``geoweb serve`` and ``geoweb resolve``: the configured nameservers,
+    with a memory cache in front of the store's (so stale answers survive a restart)."""
+    cache: DnsCache = MemoryDnsCache()
+    if store is not None:
+        cache = TieredDnsCache(MemoryDnsCache(), StoreDnsCache(store))
+    return DnsLookup(
+        list(settings.dns_nameserver),
+        port=settings.dns_port,
+        timeout=settings.dns_timeout,
+        cache=cache,
     )
-    return DnsSource(lookup)
 
 
-__all__ = ["DnsFacts", "DnsSource", "dns_source", "same_url"]
+def url_policy(settings: Settings) -> UrlPolicy:
+    """URLs in records must be https; plain http only to loopback, and only when
+    ``allow_network`` admits loopback addresses (a local stand-in, tests)."""
+    loopback = ip_network("127.0.0.0/8")
+    admits = any(
+        net.version == 4 and net.overlaps(loopback)
+        for net in (ip_network(text, strict=False) for text in settings.allow_network)
+    )
+    return UrlPolicy(allow_http_loopback=admits)
+
+
+def dns_source(settings: Settings, store: Store | None = None) -> DnsSource:
+    """The DNS fact source ``geoweb serve`` uses: the configured nameservers, https only (see
+    :func:`url_policy`)."""
+    return DnsSource(dns_lookup(settings, store), url_policy=url_policy(settings))
+
+
+__all__ = ["DnsFacts", "DnsSource", "dns_lookup", "dns_source", "same_url", "url_policy"]

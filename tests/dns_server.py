@@ -1,5 +1,6 @@
-"""Real servers for the DNS tests: Knot DNS (``knotd``, Debian package ``knot``) and a small
-aiohttp server where jurisdictions "publish" their boundaries.
+"""Real servers for the DNS tests: Knot DNS (``knotd``, Debian package ``knot``), Unbound
+(``unbound``, Debian package ``unbound``) as a validating resolver, and a small aiohttp server where
+jurisdictions "publish" their boundaries.
 
 :class:`KnotServer` writes a configuration into a temporary directory, starts ``knotd`` as an
 ordinary process listening on a free loopback port (UDP and TCP), serving one zone from a master
@@ -8,8 +9,14 @@ signed with one TSIG key. :meth:`KnotServer.stop` and :meth:`KnotServer.start` l
 server away mid-run; the zone's current contents (updates included) survive a restart through
 Knot's journal.
 
-When ``knotd`` is not installed, :func:`require_knotd` skips the test with a one-line reason, or
-fails it when ``CI=true`` (CI installs the package: see ``.ci/run``).
+With ``signed=True`` Knot signs its zones itself (automatic DNSSEC signing, one ECDSA P-256
+key per zone); :meth:`KnotServer.trust_anchor` gives the DS record a validating resolver is told to
+trust. :class:`UnboundServer` is that resolver: its own configuration in a temporary directory, run
+in the foreground (``-d``) on a free loopback port, with a stub zone pointing at Knot for each test
+zone. An authoritative server never sets the AD flag; Unbound does when it validated the answer.
+
+When ``knotd`` or ``unbound`` is not installed, :func:`require_knotd` / :func:`require_unbound` skip
+the test with a one-line reason, or fail it when ``CI=true`` (CI installs both: see ``.ci/run``).
 """
 
 from __future__ import annotations
@@ -23,38 +30,100 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import dns.dnssec
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsigkeyring
+import dns.zone
 import pytest
 from aiohttp import web
 
 KNOTD_CANDIDATES = ("knotd", "/usr/sbin/knotd")
+UNBOUND_CANDIDATES = ("unbound", "/usr/sbin/unbound")
 
 TSIG_NAME = "geoweb-test-key."
 TSIG_ALGORITHM = "hmac-sha256"
 TSIG_SECRET = base64.b64encode(b"geoweb test secret, 32 bytes...!").decode()
 
 
-def knotd_path() -> str | None:
-    for candidate in KNOTD_CANDIDATES:
+def _binary(candidates: tuple[str, ...]) -> str | None:
+    for candidate in candidates:
         found = shutil.which(candidate)
         if found:
             return found
     return None
 
 
-def require_knotd() -> str:
-    """The ``knotd`` binary, or skip (locally) / fail (CI) with one line saying why."""
-    path = knotd_path()
+def knotd_path() -> str | None:
+    return _binary(KNOTD_CANDIDATES)
+
+
+def _require(path: str | None, reason: str) -> str:
     if path is None:
-        reason = "knotd not found: install Knot DNS (apt-get install knot) to run the DNS tests"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def require_knotd() -> str:
+    """The ``knotd`` binary, or skip (locally) / fail (CI) with one line saying why."""
+    return _require(
+        knotd_path(),
+        "knotd not found: install Knot DNS (apt-get install knot) to run the DNS tests",
+    )
+
+
+def require_unbound() -> str:
+    """The ``unbound`` binary, or skip (locally) / fail (CI) with one line saying why."""
+    return _require(
+        _binary(UNBOUND_CANDIDATES),
+        "unbound not found: install Unbound (apt-get install unbound) to run the DNSSEC tests",
+    )
+
+
+def _wait_for(
+    process: subprocess.Popen[bytes],
+    what: str,
+    query: dns.message.Message,
+    port: int,
+    ready: Callable[[dns.message.Message], bool],
+    tail: Callable[[], str],
+    timeout: float,
+) -> None:
+    """Poll until ``ready(response)`` is true; raise with the log's tail when the process dies
+    or the time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: {tail()}")
+        try:
+            response = dns.query.udp(query, "127.0.0.1", timeout=0.2, port=port)
+            if ready(response):
+                return
+        except (OSError, dns.exception.DNSException):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer within {timeout} s: {tail()}")
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a process this test started (by its id): SIGTERM, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -73,23 +142,45 @@ def free_port() -> int:
 
 
 class KnotServer:
-    """One ``knotd`` process serving ``zone`` from ``zone_file`` on ``127.0.0.1:port``."""
+    """One ``knotd`` process serving ``zone`` from ``zone_file`` on ``127.0.0.1:port``.
 
-    def __init__(self, workdir: Path, zone: str, zone_file: Path) -> None:
+    ``more_zones`` (name -> master file) are served too. ``signed``: Knot signs every zone it
+    serves (automatic DNSSEC signing); :meth:`start` waits until the signed zones are published.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        zone: str,
+        zone_file: Path,
+        *,
+        signed: bool = False,
+        more_zones: Mapping[str, Path] | None = None,
+    ) -> None:
         self.binary = require_knotd()
         self.workdir = workdir
         self.zone = zone.strip(".") + "."
+        self.signed = signed
         self.port = free_port()
         self.address = "127.0.0.1"
         self.process: subprocess.Popen[bytes] | None = None
         (workdir / "db").mkdir(parents=True, exist_ok=True)
-        self.zone_file = workdir / "zone.db"
-        shutil.copyfile(zone_file, self.zone_file)
+        self.zone_files: dict[str, Path] = {}
+        for name, source in {zone: zone_file, **(more_zones or {})}.items():
+            absolute = name.strip(".") + "."
+            self.zone_files[absolute] = workdir / f"{absolute}db"
+            shutil.copyfile(source, self.zone_files[absolute])
+        self.zone_file = self.zone_files[self.zone]
         self.config = workdir / "knot.conf"
         self.log = workdir / "knotd.log"
         self._write_config()
 
     def _write_config(self) -> None:
+        signing = "    dnssec-signing: on\n    dnssec-policy: geoweb-test\n" if self.signed else ""
+        zones = "".join(
+            f'  - domain: {name}\n    file: "{path}"\n    acl: publisher\n{signing}'
+            for name, path in self.zone_files.items()
+        )
         self.config.write_text(
             f"""server:
     rundir: "{self.workdir}"
@@ -101,6 +192,8 @@ class KnotServer:
     tcp-remote-io-timeout: 10000
 database:
     storage: "{self.workdir / "db"}"
+    # no fsync per update: a throwaway server; thousands of UPDATEs stay fast
+    journal-db-mode: asynchronous
 log:
   - target: stderr
     any: info
@@ -112,22 +205,26 @@ acl:
   - id: publisher
     key: {TSIG_NAME}
     action: [transfer, update]
+policy:
+  - id: geoweb-test
+    algorithm: ecdsap256sha256
+    single-type-signing: on
 template:
   - id: default
     storage: "{self.workdir}"
     zonefile-sync: -1
-    zonefile-load: difference-no-serial
+    # by serial: a restart keeps the updates in the journal (difference-no-serial would
+    # re-apply the master file over them)
+    zonefile-load: difference
     journal-content: all
+    journal-max-usage: 512M
 zone:
-  - domain: {self.zone}
-    file: "{self.zone_file}"
-    acl: publisher
-""",
+{zones}""",
             encoding="utf-8",
         )
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start ``knotd`` and wait until it answers the zone's SOA."""
+        """Start ``knotd`` and wait until it answers each zone's SOA (and, signed, its DNSKEY)."""
         if self.process is not None:
             return
         log = self.log.open("ab")
@@ -138,39 +235,29 @@ zone:
             cwd=self.workdir,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        query = dns.message.make_query(self.zone, "SOA")
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"knotd exited with {self.process.returncode}: {self.tail()}")
-            try:
-                response = dns.query.udp(query, self.address, timeout=0.2, port=self.port)
-                if response.rcode() == dns.rcode.NOERROR and response.answer:
-                    return
-            except (OSError, dns.exception.DNSException):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"knotd did not serve {self.zone} within {timeout} s: {self.tail()}")
+        rdtype = "DNSKEY" if self.signed else "SOA"
+        try:
+            for zone in self.zone_files:
+                _wait_for(
+                    self.process,
+                    f"knotd ({zone} {rdtype})",
+                    dns.message.make_query(zone, rdtype),
+                    self.port,
+                    lambda r: r.rcode() == dns.rcode.NOERROR and bool(r.answer),
+                    self.tail,
+                    timeout,
+                )
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the server (the test's own process: by its id)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        _stop(process)
 
     def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+        return _tail(self.log, lines)
 
     def query(self, name: str, rdtype: str) -> dns.message.Message:
         """A direct query (for assertions): over TCP, no cache in between."""
@@ -180,6 +267,131 @@ zone:
 
     def serial(self) -> int:
         return int(self.query(self.zone, "SOA").answer[0][0].serial)
+
+    def trust_anchor(self, zone: str | None = None) -> str:
+        """The DS record (SHA-256) of a signed zone's key, as a resolver's trust anchor."""
+        name = dns.name.from_text(zone or self.zone)
+        keys = self.query(name.to_text(), "DNSKEY").find_rrset(
+            dns.message.ANSWER, name, dns.rdataclass.IN, dns.rdatatype.DNSKEY
+        )
+        entry = next(key for key in keys if key.flags & 0x0001)  # the secure entry point
+        return f"{name} DS {dns.dnssec.make_ds(name, entry, 'SHA256')}"
+
+    def transfer(self, zone: str | None = None) -> dns.zone.Zone:
+        """The zone as served (signatures included), by a TSIG-signed AXFR."""
+        keyring = dns.tsigkeyring.from_text({TSIG_NAME: (TSIG_ALGORITHM, TSIG_SECRET)})
+        return dns.zone.from_xfr(
+            dns.query.xfr(
+                self.address,
+                dns.name.from_text(zone or self.zone),
+                port=self.port,
+                keyring=keyring,
+                keyname=TSIG_NAME,
+                relativize=False,
+                lifetime=30,
+            ),
+            relativize=False,
+        )
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+class UnboundServer:
+    """One ``unbound`` process, a validating recursive resolver on ``127.0.0.1:port``.
+
+    ``stubs`` maps each zone to the (address, port) of its authoritative server; ``anchors`` are
+    trust anchors (``"zone. DS ..."``). Zones without an anchor are insecure: answered, never
+    authenticated. Runs in the foreground under the test's own user, with its configuration in
+    ``workdir``; it never touches a system resolver's files.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        stubs: Mapping[str, tuple[str, int]],
+        anchors: tuple[str, ...] = (),
+    ) -> None:
+        self.binary = require_unbound()
+        self.workdir = workdir
+        self.port = free_port()
+        self.address = "127.0.0.1"
+        self.stubs = dict(stubs)
+        self.anchors = anchors
+        self.process: subprocess.Popen[bytes] | None = None
+        self.config = workdir / "unbound.conf"
+        self.log = workdir / "unbound.log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+
+    def _write_config(self) -> None:
+        parents = sorted({zone.strip(".").split(".")[-1] + "." for zone in self.stubs})
+        lines = [
+            "server:",
+            "    interface: 127.0.0.1",
+            f"    port: {self.port}",
+            "    do-ip6: no",
+            "    do-daemonize: no",
+            '    username: ""',
+            '    chroot: ""',
+            f'    directory: "{self.workdir}"',
+            f'    pidfile: "{self.workdir / "unbound.pid"}"',
+            "    use-syslog: no",
+            '    logfile: ""',
+            "    verbosity: 1",
+            "    num-threads: 1",
+            "    access-control: 127.0.0.0/8 allow",
+            # Knot listens on loopback, which unbound does not ask by default.
+            "    do-not-query-localhost: no",
+            '    module-config: "validator iterator"',
+            # test., example. etc. are RFC 6761 special names unbound answers itself otherwise.
+            *(f'    local-zone: "{parent}" nodefault' for parent in parents),
+            *(f'    trust-anchor: "{anchor}"' for anchor in self.anchors),
+            "remote-control:",
+            "    control-enable: no",
+        ]
+        for zone, (address, port) in self.stubs.items():
+            lines += ["stub-zone:", f'    name: "{zone}"', f"    stub-addr: {address}@{port}"]
+        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start ``unbound -d`` and wait until it answers a query for the first stub zone."""
+        if self.process is not None:
+            return
+        log = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [self.binary, "-d", "-c", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        log.close()
+        first = next(iter(self.stubs), ".")
+        try:
+            _wait_for(
+                self.process,
+                "unbound",
+                dns.message.make_query(first, "SOA"),
+                self.port,
+                lambda r: True,
+                self.tail,
+                timeout,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        _stop(process)
+
+    def tail(self, lines: int = 15) -> str:
+        return _tail(self.log, lines)
 
 
 class DocumentServer:

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dns_server import KnotServer
+from dns_server import KnotServer, free_port
 from shapely.geometry import box
 
-from discovery.dns_lookup import DnsLookup
+from discovery.dns_lookup import DnsLookup, DnsUnavailable
 from discovery.dns_records import RecordTooLong, parse_record
 from resolver.api import create_app
 from resolver.config import Settings
@@ -161,3 +161,19 @@ async def test_the_api_reports_dns_facts_with_their_ttl(
     assert body["jurisdiction"]["id"] == "moved"
     assert body["endpoint"]["url"] == "https://moved.example/v2/"
     assert any("DNS wins" in p.get("note", "") for p in dns_facts)
+
+
+async def test_a_failure_is_remembered_for_a_moment() -> None:
+    """RFC 9520: with nothing cached, a failed name fails at once for a while, instead of
+    costing the same timeout on every request; then it is asked again."""
+    now = [1_000_000.0]
+    lookup = DnsLookup(["127.0.0.1"], port=free_port(), timeout=0.2, clock=lambda: now[0])
+    with pytest.raises(DnsUnavailable):
+        await lookup.txt(f"_open311.same.{ZONE}")
+    with pytest.raises(DnsUnavailable, match="not asked again yet"):
+        await lookup.txt(f"_open311.same.{ZONE}")
+    assert lookup.stats.queries == 1 and lookup.stats.failures == 2
+    now[0] += lookup.stale_answer_ttl + 1
+    with pytest.raises(DnsUnavailable):
+        await lookup.txt(f"_open311.same.{ZONE}")
+    assert lookup.stats.queries == 2
