@@ -13,6 +13,7 @@ import click
 import orjson
 
 from .cli_options import (
+    boundary_file_options,
     db_option,
     dns_options,
     dns_registry_options,
@@ -241,13 +242,7 @@ def _answer_cells(answer: Answer | GeoWebError) -> list[str]:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--id-field", required=True, help="Attribute holding each feature's unique id.")
 @click.option("--name-field", required=True, help="Attribute holding each feature's name.")
-@click.option("--layer", help="Layer to read (GeoPackage and other multi-layer files).")
-@click.option(
-    "--crs",
-    "assume_crs",
-    metavar="CRS",
-    help="CRS to assume when the file declares none, e.g. EPSG:4326.",
-)
+@boundary_file_options
 @click.option("--domain", help="The jurisdiction's own DNS domain (for every feature).")
 @click.option("--jurisdiction-id", help="The Open311 jurisdiction_id its server expects.")
 @click.option("--discovery-url", metavar="URL", help="Its Open311 service discovery document.")

@@ -25,6 +25,22 @@ def _limits(fetch_timeout: float, fetch_max_bytes: int) -> Any:
     )
 
 
+def published_document(jurisdiction: Any, contact: str, key_service: str) -> dict[str, Any]:
+    """A conformant discovery document for a jurisdiction, changed a second ago (the validator
+    wants changesets in the past); bad input is a usage error."""
+    from discovery.generate import discovery_document
+
+    try:
+        return discovery_document(
+            jurisdiction,
+            contact=contact,
+            key_service=key_service,
+            changeset=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @click.group()
 def discovery() -> None:
     """Open311 service discovery documents: write ours, check anyone's."""
@@ -48,7 +64,7 @@ def generate(
 ) -> None:
     """Write a conformant discovery.json and discovery.xml for a jurisdiction of the store (or
     the embedded registry)."""
-    from discovery.generate import discovery_document, to_json, to_xml
+    from discovery.generate import to_json, to_xml
 
     from .core import Resolver
     from .registry import load_jurisdictions
@@ -57,15 +73,7 @@ def generate(
     with Store(Settings(db=db).db_path) as store:
         jurisdictions, _source = load_jurisdictions(store)
     jurisdiction = Resolver(jurisdictions).jurisdiction(jurisdiction_id)
-    try:
-        document = discovery_document(
-            jurisdiction,
-            contact=contact,
-            key_service=key_service,
-            changeset=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    document = published_document(jurisdiction, contact, key_service)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "discovery.json").write_text(to_json(document), encoding="utf-8")
     (out_dir / "discovery.xml").write_text(to_xml(document), encoding="utf-8")

@@ -17,6 +17,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import click
 
+from .cli_options import boundary_file_options
 from .errors import GeoWebError, InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -231,13 +232,7 @@ def jurisdiction() -> None:
     metavar="FIELD=VALUE",
     help="The feature to use when the file holds several, e.g. GEOID=0667000.",
 )
-@click.option("--layer", help="Layer to read (GeoPackage and other multi-layer files).")
-@click.option(
-    "--crs",
-    "assume_crs",
-    metavar="CRS",
-    help="CRS to assume when the file declares none, e.g. EPSG:4326.",
-)
+@boundary_file_options
 @click.option(
     "--out",
     "out_dir",
@@ -301,9 +296,10 @@ def publish(
         record_name,
         txt_zone_text,
     )
-    from discovery.generate import discovery_document, to_json
+    from discovery.generate import to_json
     from discovery.urls import normalize_base_url, normalize_discovery_url
 
+    from .cli_discovery import published_document
     from .models import Endpoint, Jurisdiction
     from .registration import check_jurisdiction_id, normalize_domain
     from .registry import jurisdiction_to_feature
@@ -350,15 +346,7 @@ def publish(
         boundary_generation=entry.boundary_generation,
     )
     parse_record(record.strings(), name=record_name(domain), policy=UrlPolicy())  # https only
-    try:
-        document = discovery_document(
-            entry,
-            contact=contact,
-            key_service=key_service,
-            changeset=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    document = published_document(entry, contact, key_service)
     geometry = shapely.geometry.mapping(chosen.geometry)
     document["service_area"] = geometry
     boundary = {

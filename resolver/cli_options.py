@@ -129,3 +129,16 @@ def dns_registry_options(f: F) -> F:
     return click.option(
         "--dns-registry-zone", metavar="ZONE", help=SETTINGS_HELP["dns_registry_zone"]
     )(f)
+
+
+def boundary_file_options(f: F) -> F:
+    """``--layer`` and ``--crs``: reading a boundary file."""
+    f = click.option(
+        "--crs",
+        "assume_crs",
+        metavar="CRS",
+        help="CRS to assume when the file declares none, e.g. EPSG:4326.",
+    )(f)
+    return click.option("--layer", help="Layer to read (GeoPackage and other multi-layer files).")(
+        f
+    )

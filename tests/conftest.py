@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import shapely
+from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 # The PostgreSQL server, and the fixture that runs a store test on both backends (pg_server.py).
 from dns_server import KnotServer, require_knotd
 from pg_server import pg_cluster, pg_database, pg_url, postgres_version, store_url  # noqa: F401
+
+from tests.open311_servers import StandIn, stand_in_app
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COUNTIES = SHARED_DATA / "us-counties.geojson"
@@ -80,3 +83,13 @@ def city_knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def city(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[str, StandIn]:
+    """Stand-ins for the cities' Open311 servers (tests/open311_servers.py) on a loopback port;
+    yields their base URL and the state that counts and steers their requests."""
+    state = StandIn()
+    server = await aiohttp_server(stand_in_app(state))
+    state.base = str(server.make_url("")).rstrip("/")
+    return state.base, state

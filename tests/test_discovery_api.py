@@ -21,18 +21,10 @@ from resolver.cli import main
 from resolver.config import Settings
 from resolver.models import Endpoint, Jurisdiction
 from resolver.store import Store
-from tests.open311_servers import StandIn, stand_in_app
+from tests.open311_servers import StandIn
 
 BLOOMINGTON = {"lat": "39.1653", "long": "-86.5264"}
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-@pytest.fixture
-async def city(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[str, StandIn]:
-    state = StandIn()
-    server = await aiohttp_server(stand_in_app(state))
-    state.base = str(server.make_url("")).rstrip("/")
-    return state.base, state
 
 
 @pytest.fixture

@@ -9,28 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from shapely.geometry import box
 
 from resolver.api import create_app
 from resolver.config import Settings
 from resolver.models import Jurisdiction
 from resolver.store import Store
-from tests.open311_servers import StandIn, stand_in_app
+from tests.open311_servers import StandIn
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 BOSTON = {"lat": "42.3603", "long": "-71.0580"}  # Boston City Hall
 DC = {"lat": "38.8951", "long": "-77.0316"}  # the John A. Wilson Building
 ZURICH = {"lat": "47.3779", "long": "8.5403"}  # Zurich main station
-
-
-@pytest.fixture
-async def city(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[str, StandIn]:
-    state = StandIn()
-    server = await aiohttp_server(stand_in_app(state))
-    state.base = str(server.make_url("")).rstrip("/")
-    return state.base, state
 
 
 @pytest.fixture

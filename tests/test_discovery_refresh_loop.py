@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from shapely.geometry import box
 
 from resolver.api import STORE, create_app
 from resolver.config import Settings
 from resolver.models import Jurisdiction
 from resolver.store import Store, refresh_status
-from tests.open311_servers import StandIn, stand_in_app
+from tests.open311_servers import StandIn
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -32,14 +32,6 @@ CITIES = {
 }
 DISCOVERY_PATHS = {path for path, _ in CITIES.values()}
 DC = {"lat": "38.8951", "long": "-77.0316", "concern": "pothole"}
-
-
-@pytest.fixture
-async def city(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[str, StandIn]:
-    state = StandIn()
-    server = await aiohttp_server(stand_in_app(state))
-    state.base = str(server.make_url("")).rstrip("/")
-    return state.base, state
 
 
 @pytest.fixture
