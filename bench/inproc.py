@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from boundaries.index import BoundaryIndex
 from resolver.core import Resolver
 
 from .common import latency_stats
@@ -83,12 +84,20 @@ def _interleaved(
     return {name: latency_stats(durations[name], walls[name]) for name in names}
 
 
+def without_grid(resolver: Resolver) -> Resolver:
+    """The same resolver with an index that has no grid of interior cells: the exact path only,
+    which is how every point was answered before the grid."""
+    index = BoundaryIndex([j.boundary for j in resolver.jurisdictions], max_grid_cells=0)
+    return Resolver(resolver.jurisdictions, fallback=resolver.fallback, _index=index)
+
+
 def single(
     resolver: Resolver, tree: shapely.STRtree, lats: np.ndarray, longs: np.ndarray
 ) -> dict[str, Any]:
     """p50/p99 of one resolve per point (warm decision cache) and of the raw STRtree query."""
     lat_list, long_list = lats.tolist(), longs.tolist()
     resolve = resolver.resolve
+    resolve_exact = without_grid(resolver).resolve
     query = tree.query
     point = shapely.Point
     rtree_covering = RtreeIndex(tree.geometries).covering
@@ -98,6 +107,9 @@ def single(
 
     def ours_pothole(lat: float, long: float) -> Any:
         return resolve(lat, long, "pothole")
+
+    def ours_exact(lat: float, long: float) -> Any:
+        return resolve_exact(lat, long)
 
     def raw(lat: float, long: float) -> Any:
         return query(point(long, lat), predicate="covered_by")
@@ -109,6 +121,7 @@ def single(
     cases = {
         "ours": ours,
         "ours_pothole": ours_pothole,
+        "ours_exact": ours_exact,
         "raw": raw,
         "raw_shapely_points": raw_points,
         "rtree": rtree_covering,
@@ -120,6 +133,12 @@ def single(
     hits = sum(1 for lat, long in zip(lat_list, long_list, strict=True) if resolve(lat, long).found)
     out["points"] = len(lat_list)
     out["found_fraction"] = hits / len(lat_list)
+    answered = resolver.index.grid_answers(lats, longs)
+    out["grid_fraction"] = float(answered.mean())
+    found = resolver.index.covering_many(lats, longs)[0]
+    covered = np.zeros(len(lats), dtype=bool)
+    covered[found] = True
+    out["grid_fraction_covered"] = float(answered[covered].mean()) if covered.any() else None
     out["ratio_p50_ours_raw"] = out["ours"]["p50_us"] / out["raw"]["p50_us"]
     out["ratio_p50_pothole_raw"] = out["ours_pothole"]["p50_us"] / out["raw"]["p50_us"]
     return out
@@ -157,6 +176,11 @@ def batch(
     def covers() -> Any:
         return resolver.index.covering_many(lats, longs)
 
+    exact_index = without_grid(resolver).index
+
+    def covers_exact() -> Any:
+        return exact_index.covering_many(lats, longs)
+
     def raw() -> Any:
         return tree.query(shapely.points(longs, lats), predicate="covered_by")
 
@@ -170,6 +194,7 @@ def batch(
         "resolve_many_iterated": full,
         "resolve_many_lazy": resolve_many_only,
         "covering_many": covers,
+        "covering_many_exact": covers_exact,
         "raw_strtree": raw,
         "rtree_libspatialindex": rtree,
     }

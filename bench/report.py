@@ -36,6 +36,56 @@ def _profile_table(profile: dict[str, Any], key: str, title: str) -> list[str]:
     return [*lines, ""]
 
 
+def _dns_section(d: dict[str, Any] | None) -> list[str]:
+    """Workload 5: cold resolution through DNS alone."""
+    out = ["## 7. Cold resolve through DNS", ""]
+    if d is None or "skipped" in d:
+        reason = "not run" if d is None else d["skipped"]
+        return [*out, f"Not measured: {reason}.", ""]
+    cold, seq, warm, conc = d["cold"], d["sequential"], d["warm"], d["concurrent"]
+    ms = 1000.0
+    out += [
+        f"The counties, each with a domain of its own (`<geoid>.{d['zone']}`), exported with "
+        f"`geoweb zone export --ttl {d['ttl']}` ({d['zone_records']:,} records, "
+        f"{d['zone_bytes'] / 1e6:.1f} MB) and served by {d['knotd']} on 127.0.0.1 (UDP); the "
+        "boundaries named by each `_open311` record (`b=`) served over HTTP by "
+        "`bench/docserver.py` in its own process. `resolver.dns_discovery.DnsDiscovery` "
+        "answers from DNS alone: the `_cells` TXT (the cell depth), the point's cell PTR, each "
+        "candidate's `_open311` TXT, each candidate's boundary, then the core's covers test. "
+        "Random points on US land (85% lower 48, 10% Alaska, 5% Hawaii). Setup (store, "
+        f"boundary files, zone export) {d['setup_s']:.1f} s, not part of any figure.",
+        "",
+        "| case | lookups | DNS queries / lookup | HTTP fetches / lookup | p50 ms | p99 ms "
+        "| mean ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| cold: a new resolver per lookup (empty DNS and boundary caches, new HTTP session) "
+        f"| {d['cold_points']:,} | {cold['dns_queries']['mean']:.2f} (max "
+        f"{cold['dns_queries']['max']:.0f}) | {cold['http_fetches']['mean']:.2f} (max "
+        f"{cold['http_fetches']['max']:.0f}) | {cold['latency']['p50_us'] / ms:.2f} "
+        f"| {cold['latency']['p99_us'] / ms:.2f} | {cold['latency']['mean_us'] / ms:.2f} |",
+        f"| one resolver from empty caches, lookups one after another (neighbours share "
+        f"cells and boundaries) | {d['shared_points']:,} | {seq['dns_queries_per_lookup']:.2f} "
+        f"| {seq['http_fetches_per_lookup']:.2f} | {seq['latency']['p50_us'] / ms:.2f} "
+        f"| {seq['latency']['p99_us'] / ms:.2f} | {seq['latency']['mean_us'] / ms:.2f} |",
+        f"| warm: the same resolver, the same points again (everything cached) "
+        f"| {d['shared_points']:,} | {warm['dns_queries_per_lookup']:.2f} "
+        f"| {warm['http_fetches_per_lookup']:.2f} | {warm['latency']['p50_us'] / ms:.3f} "
+        f"| {warm['latency']['p99_us'] / ms:.3f} | {warm['latency']['mean_us'] / ms:.3f} |",
+        "",
+        f"With {conc['in_flight']} lookups in flight, a fresh resolver answered the "
+        f"{d['shared_points']:,} points in {conc['seconds']:.2f} s "
+        f"(**{conc['lookups_per_s']:,.0f} lookups/s** from empty caches; "
+        f"{conc['dns_queries_per_lookup']:.2f} DNS queries and "
+        f"{conc['http_fetches_per_lookup']:.2f} HTTP fetches per lookup). Answers that differ "
+        f"from the direct polygon answer (chosen domain, endpoint, alternatives): "
+        f"**{d['mismatches']}**.",
+        "",
+    ]
+    if "dns" in ANALYSIS:
+        out += [ANALYSIS["dns"], ""]
+    return out
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     t = r["targets"]
@@ -93,6 +143,7 @@ def markdown(r: dict[str, Any]) -> str:
     names = {
         "ours": "`Resolver.resolve(lat, long)`",
         "ours_pothole": '`Resolver.resolve(lat, long, "pothole")`',
+        "ours_exact": "`Resolver.resolve(lat, long)`, index without its grid (the exact path only)",
         "raw": 'raw `STRtree(counties).query(Point(long, lat), predicate="covered_by")`',
         "raw_shapely_points": "raw, point built with `shapely.points` (as the resolver does)",
         "rtree": "`rtree` (libspatialindex) bbox query + prepared `covers` per candidate",
@@ -103,6 +154,20 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {label} | {_f(c['p50_us'], 2)} | {_f(c['p99_us'], 2)} | {_f(c['mean_us'], 2)} "
             f"| {_f(c['per_s'])} |"
         )
+    grid = r["data"].get("grid")
+    if grid:
+        covered = s.get("grid_fraction_covered")
+        out += [
+            "",
+            f"The grid of interior cells (`boundaries/index.py`): cells of "
+            f"{grid['cell_degrees']:.4f} degrees in blocks of {grid['block_cells']}x"
+            f"{grid['block_cells']}, {grid['coarse_cells']:,} block entries and "
+            f"{grid['fine_cells']:,} cell entries in {grid['blocks']:,} blocks that a boundary "
+            f"reaches, {grid['regions']:,} regions, {grid['nbytes'] / 2**20:.1f} MiB. It answered "
+            f"{s['grid_fraction']:.1%} of these points by lookup"
+            + (f" ({covered:.1%} of those in a county)" if covered is not None else "")
+            + "; the others (cells that a border crosses) took the exact path.",
+        ]
     out += [
         "",
         f"Ratio ours/raw p50: **{s['ratio_p50_ours_raw']:.2f}x** (no concern), "
@@ -122,6 +187,7 @@ def markdown(r: dict[str, Any]) -> str:
         ("resolve_many_iterated", "`resolve_many` + iterating every answer"),
         ("resolve_many_lazy", "`resolve_many` alone (answers not materialized)"),
         ("covering_many", "`BoundaryIndex.covering_many` (the vectorized covers part)"),
+        ("covering_many_exact", "`BoundaryIndex.covering_many` without the grid (exact path)"),
         ("raw_strtree", 'raw `STRtree.query(points, predicate="covered_by")`'),
         ("rtree_libspatialindex", "`rtree` `intersection_v` + one vectorized prepared `covers`"),
     ):
@@ -209,6 +275,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| imports (resolver, shapely, SQLAlchemy, numpy) | {st['import_s']:.3f} |",
         f"| store load ({st['jurisdictions']:,} jurisdictions from SQLite) | {st['load_s']:.3f} |",
         f"| Resolver build ({st['pieces']:,} pieces) | {st['build_s']:.3f} |",
+        "| of which the grid of interior cells (index with grid - index without, timed apart) | "
+        f"{st['index_with_grid_s'] - st['index_without_grid_s']:.3f} |",
         f"| **load + build** | **{st['load_build_s']:.3f}** |",
         f"| imports + load + build | {st['import_s'] + st['load_build_s']:.3f} |",
         "",
@@ -259,6 +327,8 @@ def markdown(r: dict[str, Any]) -> str:
         "| --- | ---: |",
         f"| store load | {sst['load_s']:.2f} s |",
         f"| Resolver build ({sst['pieces']:,} pieces) | {sst['build_s']:.2f} s |",
+        "| of which the grid of interior cells | "
+        f"{sst['index_with_grid_s'] - sst['index_without_grid_s']:.2f} s |",
         f"| **load + build** | **{sst['load_build_s']:.2f} s** (target < 30 s: "
         f"{_met(t['synthetic_startup_s'])}) |",
         f"| peak RSS | **{sst['peak_rss_mib']:.0f} MiB** (target < 2 GB: "
@@ -271,8 +341,20 @@ def markdown(r: dict[str, Any]) -> str:
         f"{_f(sb['rtree_libspatialindex']['points_per_s'])} points/s |",
         f"| ratio ours/raw | **{sb['ratio_iterated_raw']:.2f}x** (target >= 0.8x: "
         f"{_met(t['synthetic_batch_ratio'])}) |",
+        f"| `covering_many` with the grid / without | "
+        f"{sb['covering_many']['points_per_s'] / sb['covering_many_exact']['points_per_s']:.2f}x |",
         "",
     ]
+    sgrid = sst.get("grid")
+    if sgrid:
+        out += [
+            f"Grid: cells of {sgrid['cell_degrees']:.4f} degrees, {sgrid['coarse_cells']:,} "
+            f"block and {sgrid['fine_cells']:,} cell entries (the budget of "
+            f"{sgrid['coarse_cells'] + sgrid['fine_cells']:,} of 16,777,216 used), "
+            f"{sgrid['regions']:,} regions, {sgrid['nbytes'] / 2**20:.0f} MiB.",
+            "",
+        ]
+    out += _dns_section(r.get("dns"))
     if r["profiles"] or any(not x["met"] for x in t.values()):
         out += ["## Where the time goes (missed targets)", ""]
         for key, title in (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import shlex
@@ -22,7 +23,7 @@ from resolver.core import Resolver
 from resolver.registry import load_jurisdictions
 from resolver.store import Store
 
-from . import httpbench, inproc, postgis, profiling, report, synthetic
+from . import dnscold, httpbench, inproc, postgis, profiling, report, synthetic
 from .common import REPO, build_store, machine, random_points
 
 #: Targets from the brief: (figure, comparison, threshold).
@@ -67,13 +68,15 @@ FULL = {
     "batch_repeats": 3,
     "csv_points": 100_000,
     "startup_runs": 3,
-    "http_duration": 3.0,
+    "http_duration": 2.0,
     "http_max_requests": 200_000,
     "http_points": 5_000,
-    "http_rounds": 2,
+    "http_rounds": 4,
     "concurrencies": (1, 8, 32),
     "synthetic_jurisdictions": 100_000,
     "postgis_single_points": 10_000,
+    "dns_cold_points": 300,
+    "dns_shared_points": 1_000,
 }
 QUICK = {
     "single_points": 2_000,
@@ -88,6 +91,8 @@ QUICK = {
     "concurrencies": (1, 8, 32),
     "synthetic_jurisdictions": 10_000,
     "postgis_single_points": 1_000,
+    "dns_cold_points": 30,
+    "dns_shared_points": 200,
 }
 
 
@@ -112,6 +117,7 @@ def startup(db: Path, runs: int) -> dict[str, Any]:
         runs=runs,
         jurisdictions=samples[0]["jurisdictions"],
         pieces=samples[0]["pieces"],
+        grid=samples[0]["grid"],
         source=samples[0]["source"],
         samples=samples,
     )
@@ -259,10 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         resolver = Resolver(jurisdictions)
         geometries = [j.boundary for j in jurisdictions if j.boundary is not None]
         tree = shapely.STRtree(geometries)
+        grid = resolver.index.grid
         results["data"] = {
             "jurisdictions": len(jurisdictions),
             "with_boundary": len(geometries),
             "index_pieces": resolver.index.pieces,
+            "grid": dataclasses.asdict(grid) if grid is not None else None,
         }
 
         single_points = random_points(plan["single_points"], args.seed)
@@ -302,6 +310,14 @@ def main(argv: list[str] | None = None) -> None:
             plan["http_rounds"],
         )
         results["http"]["points"] = len(keep)
+
+        log(
+            f"cold resolve through DNS: Knot on loopback, {plan['dns_cold_points']} cold "
+            f"lookups, {plan['dns_shared_points']} with a shared cache"
+        )
+        results["dns"] = dnscold.run(
+            db, workdir, plan["dns_cold_points"], plan["dns_shared_points"], args.seed + 20
+        )
 
         n = plan["synthetic_jurisdictions"]
         log(f"synthetic registry: {n:,} Voronoi jurisdictions (store, start-up, batch)")

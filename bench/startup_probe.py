@@ -30,6 +30,19 @@ def main() -> None:
     resolver = Resolver(jurisdictions)
     t3 = time.perf_counter()
     answer = resolver.resolve(37.7793, -122.4193)
+    rss = _rss_kib()
+    # The index alone, without and with its grid of interior cells (after the peak RSS above).
+    from dataclasses import asdict
+
+    from boundaries.index import BoundaryIndex
+
+    boundaries = [j.boundary for j in resolver.jurisdictions]
+    t4 = time.perf_counter()
+    BoundaryIndex(boundaries, max_grid_cells=0)
+    t5 = time.perf_counter()
+    BoundaryIndex(boundaries)
+    t6 = time.perf_counter()
+    grid = resolver.index.grid
     json.dump(
         {
             "source": source,
@@ -40,7 +53,10 @@ def main() -> None:
             "build_s": t3 - t2,
             "load_build_s": t3 - t1,
             "peak_rss_after_imports_mib": rss_imports / 1024,
-            "peak_rss_mib": _rss_kib() / 1024,
+            "peak_rss_mib": rss / 1024,
+            "index_without_grid_s": t5 - t4,
+            "index_with_grid_s": t6 - t5,
+            "grid": asdict(grid) if grid is not None else None,
             "check": answer.jurisdiction.id if answer.jurisdiction else None,
         },
         sys.stdout,

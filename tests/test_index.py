@@ -228,3 +228,277 @@ def test_every_vertex_is_covered_by_its_own_boundary(
     found = set(zip(points.tolist(), positions.tolist(), strict=True))
     missing = [i for i, p in enumerate(owner.tolist()) if (i, p) not in found]
     assert missing == []
+
+
+# --- the grid of interior cells -----------------------------------------------------------------
+#
+# The grid must not change a single answer of the exact path (the R-tree of prepared pieces), which
+# is what the index answered before it had a grid; where the points are not within rounding of a
+# border, that is also shapely.covers on each whole geometry. The points are chosen where a grid
+# could go wrong: on cell edges and corners (as the grid computes them, and one ulp to each side),
+# on vertices and borders shared by several geometries, next to vertices, outside.
+
+
+def exact_index(geometries: list[BaseGeometry | None], **options: int) -> BoundaryIndex:
+    return BoundaryIndex(geometries, max_grid_cells=0, **options)
+
+
+def pairs_of(index: BoundaryIndex, lats: np.ndarray, longs: np.ndarray) -> list[tuple[int, int]]:
+    points, positions = index.covering_many(lats, longs)
+    return list(zip(points.tolist(), positions.tolist(), strict=True))
+
+
+def assert_same_answers(
+    index: BoundaryIndex,
+    geometries: list[BaseGeometry | None],
+    lats: np.ndarray,
+    longs: np.ndarray,
+    *,
+    near: tuple[np.ndarray, np.ndarray] | None = None,
+    singles: int | None = None,
+) -> None:
+    """The grid's answers are the exact path's, in batches and one by one, and shapely's for the
+    points not ``near`` a border (within rounding of one, where cutting the geometries into
+    pieces may already decide differently from the whole geometry)."""
+    lats, longs = np.asarray(lats, dtype=float), np.asarray(longs, dtype=float)
+    count = len(lats)
+    if near is not None:
+        lats, longs = np.concatenate([lats, near[0]]), np.concatenate([longs, near[1]])
+    pairs = pairs_of(index, lats, longs)
+    assert pairs == sorted(set(pairs))  # sorted by point, then position; each pair once
+    exact = exact_index(geometries, max_vertices=index.max_vertices)
+    assert pairs == pairs_of(exact, lats, longs)
+    assert {(i, p) for i, p in pairs if i < count} == covers_each(
+        geometries, lats[:count], longs[:count]
+    )
+    by_point: dict[int, list[int]] = {}
+    for point, position in pairs:
+        by_point.setdefault(point, []).append(position)
+    step = 1 if singles is None else max(1, len(lats) // singles)
+    for i in range(0, len(lats), step):
+        found = index.covering(float(lats[i]), float(longs[i]))
+        assert found.tolist() == by_point.get(i, []), (i, lats[i], longs[i])
+
+
+def edge_points(
+    index: BoundaryIndex, n: int, seed: int, box_: tuple[float, float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the grid's cell edges and corners inside ``box_``, and one ulp to each side."""
+    origin = index.grid_origin()
+    assert origin is not None
+    x0, y0, cell = origin
+    rng = np.random.default_rng(seed)
+    xmin, ymin, xmax, ymax = box_
+    i = rng.integers(int((xmin - x0) / cell), int((xmax - x0) / cell) + 1, n)
+    j = rng.integers(int((ymin - y0) / cell), int((ymax - y0) / cell) + 1, n)
+    on_x = x0 + i * cell  # the edge as the grid computes it
+    on_y = y0 + j * cell
+    any_x = rng.uniform(xmin, xmax, n)
+    any_y = rng.uniform(ymin, ymax, n)
+    longs = [on_x, any_x, on_x, np.nextafter(on_x, -np.inf), np.nextafter(on_x, np.inf)]
+    lats = [any_y, on_y, on_y, np.nextafter(on_y, np.inf), np.nextafter(on_y, -np.inf)]
+    return np.concatenate(lats), np.concatenate(longs)
+
+
+def vertices(geometries: list[BaseGeometry | None]) -> np.ndarray:
+    return np.concatenate(
+        [shapely.get_coordinates(shapely.get_rings(g)) for g in geometries if g is not None]
+    )
+
+
+def vertex_points(geometries: list[BaseGeometry | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Every vertex (shared vertices count for every geometry that has them)."""
+    xy = vertices(geometries)
+    return xy[:, 1], xy[:, 0]
+
+
+def near_border_points(geometries: list[BaseGeometry | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The midpoint of every edge (on the border, up to rounding) and the points one ulp beside
+    each vertex, on each side."""
+    xy = vertices(geometries)
+    middle = (xy[:-1] + xy[1:]) / 2.0
+    up, down = np.nextafter(xy, np.inf), np.nextafter(xy, -np.inf)
+    mixed = np.column_stack([up[:, 0], down[:, 1]]), np.column_stack([down[:, 0], up[:, 1]])
+    points = np.concatenate([middle, up, down, *mixed])
+    return points[:, 1], points[:, 0]
+
+
+# Cell sizes for the table's geometries: 0.25 and 0.5 put cell and block edges exactly on the
+# squares' borders and corners; 0.1 and 1/3 are not binary fractions, so edges fall beside them.
+@pytest.mark.parametrize("cell", [0.25, 0.5, 0.1, 1.0 / 3.0])
+def test_grid_on_the_table(cell: float) -> None:
+    index = BoundaryIndex(GEOMETRIES, max_vertices=16, grid_cell_degrees=cell)
+    assert index.grid is not None and index.grid.cell_degrees == cell
+    for _, lat, long, expected in TABLE:
+        assert index.covering(lat, long).tolist() == expected
+    lats, longs = random_points((-181.0, -18.0, 181.0, 11.0), 20_000)
+    # Most of the test geometries sit between longitude 0 and 65: sample there densely too.
+    near_lats, near_longs = random_points((-1.0, -1.0, 65.0, 11.0), 20_000)
+    edge_lats, edge_longs = edge_points(index, 4_000, 7, (-1.0, -1.0, 65.0, 11.0))
+    rim_lats, rim_longs = edge_points(index, 1_000, 8, (-180.0, -18.0, -178.0, -15.0))
+    vertex_lats, vertex_longs = vertex_points(GEOMETRIES)
+    assert index.grid_answers(near_lats, near_longs).mean() > 0.5  # the grid is in use
+    assert_same_answers(
+        index,
+        GEOMETRIES,
+        np.concatenate([lats, near_lats, edge_lats, rim_lats, vertex_lats]),
+        np.concatenate([longs, near_longs, edge_longs, rim_longs, vertex_longs]),
+        near=near_border_points(GEOMETRIES),
+    )
+
+
+def test_grid_exact_borders_of_unit_squares() -> None:
+    # Points exactly on the squares' borders and corners, which are cell edges at this size.
+    index = BoundaryIndex(GEOMETRIES, max_vertices=16, grid_cell_degrees=0.125)
+    steps = np.arange(0, 17) / 8.0  # 0, 0.125, ..., 2.0: every cell corner over the squares
+    longs, lats = (a.ravel() for a in np.meshgrid(steps, steps))
+    assert_same_answers(index, GEOMETRIES, lats, longs)
+    # The shared corner of the four squares, as in the table.
+    assert index.covering(1.0, 1.0).tolist() == [0, 1, 2, 3]
+
+
+def test_grid_agrees_on_the_antimeridian() -> None:
+    index = BoundaryIndex(GEOMETRIES, max_vertices=16, grid_cell_degrees=0.5)
+    lats = np.repeat(np.linspace(-18.0, -15.0, 61), 4)
+    longs = np.tile([180.0, -180.0, np.nextafter(180.0, 0.0), np.nextafter(-180.0, 0.0)], 61)
+    assert_same_answers(index, GEOMETRIES, lats, longs)
+    assert index.covering(-16.5, 180.0).tolist() == [5]
+    assert index.covering(-16.5, -180.0).tolist() == [5]
+
+
+def test_grid_outside_and_not_finite() -> None:
+    index = BoundaryIndex(GEOMETRIES, max_vertices=16, grid_cell_degrees=0.25)
+    lats = np.array([np.nan, 0.5, np.inf, -np.inf, 0.5, 89.0, -89.0, 0.5])
+    longs = np.array([0.5, np.nan, 0.5, 0.5, np.inf, 0.5, 0.5, -179.0])
+    points, positions = index.covering_many(lats, longs)
+    assert points.tolist() == [] and positions.tolist() == []
+    for lat, long in zip(lats.tolist(), longs.tolist(), strict=True):
+        assert index.covering(lat, long).tolist() == []
+    points, positions = index.covering_many([], [])  # no points at all
+    assert points.tolist() == [] and positions.tolist() == []
+
+
+def test_grid_answers_cannot_be_changed() -> None:
+    index = BoundaryIndex(GEOMETRIES, max_vertices=16, grid_cell_degrees=0.25)
+    found = index.covering(0.5, 0.5)
+    assert index.grid_answers([0.5], [0.5]).tolist() == [True]
+    with pytest.raises(ValueError, match="read-only"):
+        found[0] = 3
+    assert index.covering(0.5, 0.5).tolist() == [0]
+
+
+def test_grid_budget() -> None:
+    # No grid at all, a grid chosen within a small budget, and a budget nothing fits in.
+    assert exact_index(GEOMETRIES).grid is None
+    small = BoundaryIndex(GEOMETRIES, max_vertices=16, max_grid_cells=20_000)
+    assert small.grid is not None
+    assert small.grid.coarse_cells + small.grid.fine_cells <= 20_000
+    tiny = BoundaryIndex(GEOMETRIES, max_vertices=16, max_grid_cells=3)
+    assert tiny.grid is None
+    for index in (small, tiny):
+        for _, lat, long, expected in TABLE:
+            assert index.covering(lat, long).tolist() == expected
+    with pytest.raises(ValueError, match="more cells"):
+        BoundaryIndex(GEOMETRIES, grid_cell_degrees=0.001, max_grid_cells=1_000)
+    with pytest.raises(ValueError, match="positive"):
+        BoundaryIndex(GEOMETRIES, grid_cell_degrees=0.0)
+
+
+def test_grid_on_counties(counties: list[BaseGeometry | None]) -> None:
+    index = BoundaryIndex(counties)
+    grid = index.grid
+    # About one region per county piece, plus the sea: a region split at every block (links
+    # across cells lost) would not change an answer, but would show here.
+    assert grid is not None and len(index) // 2 < grid.regions < 1.3 * index.pieces
+    land = (-125.0, 24.0, -66.0, 50.0)
+    lats, longs = random_points(land, 20_000)
+    assert index.grid_answers(lats, longs).mean() > 0.8
+    edge_lats, edge_longs = edge_points(index, 4_000, 11, land)
+    # Vertices of about one county in ten, with the counties that share them.
+    vertex_lats, vertex_longs = vertex_points(counties[::10])
+    assert_same_answers(
+        index,
+        counties,
+        np.concatenate([lats, edge_lats, vertex_lats]),
+        np.concatenate([longs, edge_longs, vertex_longs]),
+        near=near_border_points(counties[::10]),
+        singles=20_000,
+    )
+
+
+def test_grid_on_countries(countries: list[BaseGeometry | None]) -> None:
+    index = BoundaryIndex(countries)
+    assert index.grid is not None
+    world = (-180.0, -90.0, 180.0, 90.0)
+    lats, longs = random_points(world, 20_000)
+    assert index.grid_answers(lats, longs).mean() > 0.8
+    edge_lats, edge_longs = edge_points(index, 4_000, 12, world)
+    vertex_lats, vertex_longs = vertex_points(countries[::5])
+    assert_same_answers(
+        index,
+        countries,
+        np.concatenate([lats, edge_lats, vertex_lats]),
+        np.concatenate([longs, edge_longs, vertex_longs]),
+        near=near_border_points(countries[::5]),
+        singles=20_000,
+    )
+
+
+def voronoi(n: int, seed: int) -> list[BaseGeometry | None]:
+    """Cells that tile a box: every inner vertex is shared by three cells, every edge by two."""
+    rng = np.random.default_rng(seed)
+    sites = shapely.multipoints(rng.uniform([-10.0, 40.0], [-5.0, 43.0], (n, 2)))
+    frame = box(-10.0, 40.0, -5.0, 43.0)
+    cells = shapely.get_parts(shapely.voronoi_polygons(sites, extend_to=frame))
+    return list(shapely.clip_by_rect(cells, -10.0, 40.0, -5.0, 43.0))
+
+
+@pytest.mark.parametrize("cell", [None, 0.01, 0.0625])
+def test_grid_on_a_tiling(cell: float | None) -> None:
+    cells = voronoi(2_000, 5)
+    index = BoundaryIndex(cells, grid_cell_degrees=cell)
+    assert index.grid is not None
+    lats, longs = random_points((-10.5, 39.5, -4.5, 43.5), 10_000)
+    assert index.grid_answers(lats, longs).mean() > 0.25  # cells of 0.0625 are wide here
+    edge_lats, edge_longs = edge_points(index, 2_000, 13, (-10.0, 40.0, -5.0, 43.0))
+    vertex_lats, vertex_longs = vertex_points(cells)
+    assert_same_answers(
+        index,
+        cells,
+        np.concatenate([lats, edge_lats, vertex_lats]),
+        np.concatenate([longs, edge_longs, vertex_longs]),
+        near=near_border_points(cells),
+        singles=10_000,
+    )
+    # Inner vertices count for every cell around them (three, or more where sites are cocircular).
+    xy = vertices(cells)
+    inner = (xy[:, 0] > -10.0) & (xy[:, 0] < -5.0) & (xy[:, 1] > 40.0) & (xy[:, 1] < 43.0)
+    points, _ = index.covering_many(xy[inner, 1], xy[inner, 0])
+    assert np.bincount(points).min() >= 3
+
+
+def test_small_indexes_have_no_grid_unless_asked() -> None:
+    # A few geometries: the exact path is short, and a grid would cost more to build than it saves.
+    squares = GEOMETRIES[:4]
+    assert BoundaryIndex(squares).grid is None
+    forced = BoundaryIndex(squares, grid_cell_degrees=0.25)
+    assert forced.grid is not None
+    assert forced.covering(1.0, 1.0).tolist() == [0, 1, 2, 3]
+    assert BoundaryIndex([None], grid_cell_degrees=0.25).grid is None
+
+
+def test_grid_with_points_and_lines() -> None:
+    # A point and a line are covered only where they are; the grid must mark their cells too.
+    geometries: list[BaseGeometry | None] = [
+        shapely.Point(1.0, 1.0),
+        shapely.LineString([(0.0, 0.0), (2.0, 2.0)]),
+        box(0.0, 0.0, 3.0, 3.0),
+        *(box(i, 5.0, i + 0.5, 5.5) for i in range(80)),
+    ]
+    index = BoundaryIndex(geometries, grid_cell_degrees=0.1)
+    assert index.covering(1.0, 1.0).tolist() == [0, 1, 2]  # the point, on the line, in the box
+    assert index.covering(1.5, 1.5).tolist() == [1, 2]
+    lats, longs = random_points((-1.0, -1.0, 81.0, 6.0), 20_000)
+    assert index.grid_answers(lats, longs).mean() > 0.5
+    line = np.linspace(0.0, 2.0, 101)  # on the line (up to rounding, so compared with exact only)
+    assert_same_answers(index, geometries, lats, longs, near=(line, line))
