@@ -79,10 +79,20 @@ class Answerer:
         await self.refresh(stale)
         return self._resolver.resolve(lat, long, concern)
 
-    def update(self, changed: Sequence[Jurisdiction], removed: Sequence[str] = ()) -> None:
+    async def update(self, changed: Sequence[Jurisdiction], removed: Sequence[str] = ()) -> None:
         """Take registry changes (an import, a mirror sync, a registration): facts already
-        refreshed for an entry whose registry copy did not change are kept."""
-        self._resolver = self._resolver.replace(changed, removed=removed)
+        refreshed for an entry whose registry copy did not change are kept.
+
+        The new resolver (a new index when a boundary changed) is built in a worker thread, so
+        answers go on meanwhile; when a refresh swapped in another resolver during the build, the
+        build starts again from that one, so neither change is lost.
+        """
+        while True:
+            base = self._resolver
+            new = await asyncio.to_thread(base.replace, changed, removed=removed)
+            if self._resolver is base:
+                self._resolver = new
+                return
 
     async def refresh(self, jurisdictions: Sequence[Jurisdiction]) -> list[Jurisdiction]:
         """Refresh these jurisdictions from every source that needs to, concurrently; one refresh

@@ -53,41 +53,44 @@ class RegistryFollower:
     async def catch_up(self) -> int:
         """Take the store's changes since the last catch-up; returns how many entries changed."""
         async with self.lock:
+            if self.source == "embedded" and not await asyncio.to_thread(self.store.count):
+                return 0
             try:
-                return await asyncio.to_thread(self._catch_up)
-            except SnapshotRequired:
-                return await asyncio.to_thread(self._reload)
-
-    def _catch_up(self) -> int:
-        if self.source == "embedded":
-            return self._reload() if self.store.count() else 0
-        changed = 0
-        while True:
-            page: ChangePage = self.store.changes(self.serial, PAGE_SIZE)
+                if self.source == "embedded":
+                    raise SnapshotRequired
+                changes, serial = await asyncio.to_thread(self._read_changes)
+                full = False
+            except SnapshotRequired:  # the first entries of an empty store, or a log too short
+                _, serial, entries = await asyncio.to_thread(self.store.snapshot)
+                changes, full = [Change(serial, j.id, j, None) for j in entries], True
             now = timestamp()
-            upserts = [c.jurisdiction for c in page.changes if c.jurisdiction is not None]
-            removed = [c.id for c in page.changes if c.jurisdiction is None]
-            removed += [j.id for j in upserts if j.expired(now)]
-            removed += [j.id for j in self.answerer.resolver.jurisdictions if j.expired(now)]
-            live = [j for j in upserts if not j.expired(now)]
+            live = [
+                c.jurisdiction
+                for c in changes
+                if c.jurisdiction and not c.jurisdiction.expired(now)
+            ]
+            held = self.answerer.resolver.jurisdictions
+            removed = {c.id for c in changes} - {j.id for j in live}
+            removed |= {j.id for j in held if full or j.expired(now)} - {j.id for j in live}
             if live or removed:
-                self.answerer.update(live, removed)
-            changed += len(page.changes)
-            self.serial = page.last
-            if not page.more:
-                return changed
+                await self.answerer.update(live, sorted(removed))
+            if full:
+                log.info(
+                    "answering from the store: %d jurisdictions at serial %d", len(live), serial
+                )
+            self.source, self.serial = "store", serial
+            return len(changes)
 
-    def _reload(self) -> int:
-        """Answer from the whole store again (first entries in a store that was empty, or a log
-        that no longer reaches back to our serial)."""
-        _, serial, entries = self.store.snapshot()
-        held = [j.id for j in self.answerer.resolver.jurisdictions]
-        now = timestamp()
-        live = [j for j in entries if not j.expired(now)]
-        self.answerer.update(live, removed=held)
-        self.source, self.serial = "store", serial
-        log.info("now answering from the store: %d jurisdictions at serial %d", len(live), serial)
-        return len(entries)
+    def _read_changes(self) -> tuple[list[Change], int]:
+        """Every change after our serial, page by page, and the serial they reach."""
+        changes: list[Change] = []
+        since = self.serial
+        while True:
+            page: ChangePage = self.store.changes(since, PAGE_SIZE)
+            changes += page.changes
+            since = page.last
+            if not page.more:
+                return changes, since
 
 
 REGISTRY = web.AppKey("registry", RegistryFollower)

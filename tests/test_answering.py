@@ -99,3 +99,22 @@ async def test_a_changed_boundary_rebuilds_the_index() -> None:
     answer = new.resolve(2.5, 2.5)
     assert answer.jurisdiction is not None and answer.jurisdiction.id == "city"
     assert new.index_generation != resolver.index_generation
+
+
+async def test_a_registry_update_during_a_refresh_loses_neither() -> None:
+    source = ServicesFromMemory({"city": [Service("P", "Pothole")]}, ttl=60)
+    answerer = Answerer(_resolver(), [source], clock=lambda: source.now)
+    # Many new boundaries: the update's index is rebuilt in a worker thread for a while...
+    towns = [
+        Jurisdiction(f"town{i}", f"Town {i}").with_boundary(box(10 + i, 0, 10.9 + i, 0.9))
+        for i in range(400)
+    ]
+    update = asyncio.create_task(answerer.update(towns, removed=["county"]))
+    await asyncio.sleep(0)
+    # ...while a refresh swaps in the city's services list.
+    await answerer.refresh([answerer.resolver.jurisdiction("city")])
+    await update
+    resolver = answerer.resolver
+    assert resolver.jurisdiction("city").services == (Service("P", "Pothole"),)
+    assert "town399" in resolver and "county" not in resolver
+    assert (await answerer.resolve(0.5, 10.5)).jurisdiction.id == "town0"  # type: ignore[union-attr]
