@@ -190,13 +190,13 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def _point(request: web.Request) -> tuple[float, float]:
-    values = []
-    for name in ("lat", "long"):
-        raw = request.query.get(name)
-        if raw is None:
-            raise MissingParameter(name)
-        values.append(parse_coordinate(raw, name))
-    return values[0], values[1]
+    query = request.query
+    lat, long = query.get("lat"), query.get("long")
+    if lat is None:
+        raise MissingParameter("lat")
+    if long is None:
+        raise MissingParameter("long")
+    return parse_coordinate(lat, "lat"), parse_coordinate(long, "long")
 
 
 def _base_url(request: web.Request) -> str:

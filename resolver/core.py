@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -54,30 +53,34 @@ MAX_CONCERN_LENGTH: Final = 200
 
 T = TypeVar("T")
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-
 
 def parse_coordinate(value: str | float | int | None, name: str) -> float:
     """A latitude or longitude from user input, or :class:`InvalidCoordinates` saying why not.
 
-    Accepts plain decimal numbers only: no ``nan``, ``inf``, hex, or digit separators.
+    Accepts plain decimal numbers only (ASCII digits, an optional sign, point and exponent): no
+    ``nan``, ``inf``, digit separators or other scripts' digits. ``float`` parses what is left,
+    which it does exactly; hexadecimal and other forms it rejects itself.
     """
     if isinstance(value, bool):
         raise InvalidCoordinates(f"{name} must be a number, not {value!r}", parameter=name)
     if isinstance(value, int | float):
         number = float(value)
-    else:
-        text = "" if value is None else str(value).strip()
-        if not text:
-            raise InvalidCoordinates(f"{name} is empty; give decimal degrees", parameter=name)
-        if not _NUMBER.fullmatch(text):
+        if not math.isfinite(number):
             raise InvalidCoordinates(
-                f"{name} must be decimal degrees (like 37.7793), not {text[:40]!r}",
-                parameter=name,
+                f"{name} must be a finite number, not {number!r}", parameter=name
             )
-        number = float(text)
+        return number
+    text = "" if value is None else str(value).strip()
+    if not text:
+        raise InvalidCoordinates(f"{name} is empty; give decimal degrees", parameter=name)
+    try:
+        number = float(text) if text.isascii() and "_" not in text else math.nan
+    except ValueError:
+        number = math.nan
     if not math.isfinite(number):
-        raise InvalidCoordinates(f"{name} must be a finite number, not {number!r}", parameter=name)
+        raise InvalidCoordinates(
+            f"{name} must be decimal degrees (like 37.7793), not {text[:40]!r}", parameter=name
+        )
     return number
 
 
