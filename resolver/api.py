@@ -57,6 +57,12 @@ ANSWERER = web.AppKey("answerer", Answerer)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 FETCHER = web.AppKey("fetcher", Fetcher)
 DISCOVERY = web.AppKey("discovery", DiscoverySource)
+#: Serialized ``/service`` bodies by (types, base URL, ids of the parts of the decisions answering
+#: them). A body depends on nothing else, and one decision serves every point with the same
+#: covering jurisdictions, so most requests reuse a body. Each entry holds the parts it was made
+#: of, so their ids are not reused while it lives; the dict is emptied at SERVICE_BODIES_KEPT.
+SERVICE_BODIES = web.AppKey("service_bodies", dict[tuple[object, ...], tuple[object, bytes, bool]])
+SERVICE_BODIES_KEPT = 4096
 
 JSON = "application/json"
 
@@ -175,6 +181,7 @@ def create_app(settings: Settings) -> web.Application:
     """The whole HTTP service for these settings."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[SERVICE_BODIES] = {}
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(refresh_ctx)
     app.router.add_get("/service", geowebdns_service)
@@ -207,20 +214,36 @@ def _base_url(request: web.Request) -> str:
 async def geowebdns_service(request: web.Request) -> web.Response:
     """``GET /service?lat=&long=&type=``: the GeoWeb DNS protocol as the Open311 wiki defines it."""
     lat, long = _point(request)
-    types = request.query.getall("type", None) or DEFAULT_TYPES
+    types = tuple(dict.fromkeys(request.query.getall("type", ()))) or DEFAULT_TYPES
+    concerns = [_service_concern(type_uri) for type_uri in types]
     answerer = request.app[ANSWERER]
     # One answer per concern, however many types ask for it (the two default types share one).
     answers: dict[str | None, Answer] = {}
-    results = []
-    for type_uri in dict.fromkeys(types):
-        concern = _service_concern(type_uri)
-        answer = answers.get(concern)
-        if answer is None:
-            answer = answers[concern] = await answerer.resolve(lat, long, concern)
-        result = _service_result(request, type_uri, answer)
-        if result is not None:
-            results.append(result)
-    return json_response({"results": results}, status=200 if results else 404)
+    for concern in concerns:
+        if concern not in answers:
+            answers[concern] = await answerer.resolve(lat, long, concern)
+    base = _base_url(request)
+    # What a result is made of: the decision's jurisdiction, endpoint and fallback (its provenance,
+    # which changes from one request to the next, is not in the body).
+    inputs = tuple(
+        part
+        for answer in answers.values()
+        for part in (answer.decision.chosen, answer.decision.endpoint, answer.decision.fallback)
+    )
+    bodies = request.app[SERVICE_BODIES]
+    key = (types, base, *map(id, inputs))
+    cached = bodies.get(key)
+    if cached is None:
+        results = [
+            result
+            for type_uri, concern in zip(types, concerns, strict=True)
+            if (result := _service_result(base, type_uri, answers[concern])) is not None
+        ]
+        if len(bodies) >= SERVICE_BODIES_KEPT:
+            bodies.clear()
+        cached = bodies[key] = (inputs, orjson.dumps({"results": results}), bool(results))
+    _, body, found = cached
+    return web.Response(body=body, status=200 if found else 404, content_type=JSON)
 
 
 def _service_concern(type_uri: str) -> str | None:
@@ -236,7 +259,7 @@ def _service_concern(type_uri: str) -> str | None:
     )
 
 
-def _service_result(request: web.Request, type_uri: str, answer: Answer) -> dict[str, Any] | None:
+def _service_result(base: str, type_uri: str, answer: Answer) -> dict[str, Any] | None:
     jurisdiction = answer.jurisdiction
     if type_uri == TYPE_DISCOVERY:
         if jurisdiction is None or not jurisdiction.discovery_url:
@@ -251,7 +274,7 @@ def _service_result(request: web.Request, type_uri: str, answer: Answer) -> dict
         "type": type_uri,
         "uri": uri,
         "name": fallback.name if fallback is not None else _name(jurisdiction),
-        "kml": _kml_url(_base_url(request), jurisdiction) if fallback is None else None,
+        "kml": _kml_url(base, jurisdiction) if fallback is None else None,
         "jurisdiction": jurisdiction.id if jurisdiction is not None else None,
         "fallback": fallback is not None,
     }

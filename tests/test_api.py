@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from resolver.api import TYPE_CONCERN_PREFIX, TYPE_DISCOVERY, TYPE_OPEN311, create_app
+from resolver.api import ANSWERER, TYPE_CONCERN_PREFIX, TYPE_DISCOVERY, TYPE_OPEN311, create_app
 from resolver.config import Settings
+from resolver.models import Endpoint
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -70,6 +72,28 @@ async def test_service_with_repeated_types_and_a_concern_type(client: TestClient
     results = (await _json(await client.get("/service", params=params)))["results"]
     assert [r["type"] for r in results] == [TYPE_OPEN311, TYPE_CONCERN_PREFIX + "pothole"]
     assert results[0]["uri"] == results[1]["uri"]
+
+
+async def test_service_bodies_follow_registry_changes_and_the_host(
+    client: TestClient[Any, Any],
+) -> None:
+    """/service keeps serialized bodies per decision; a changed entry or another host is a new
+    body, and the order of the types is kept."""
+    params = {**SF_CITY_HALL, "type": TYPE_OPEN311}
+    first = (await _json(await client.get("/service", params=params)))["results"][0]
+    assert first["uri"] == "https://mobile311.sfgov.org/open311/v2/"
+    answerer = client.app[ANSWERER]
+    sf = answerer.resolver.jurisdiction("san-francisco-ca")
+    moved = replace(sf, endpoints=(Endpoint(url="https://new.sfgov.example/open311/v2/"),))
+    await answerer.update([moved])
+    second = (await _json(await client.get("/service", params=params)))["results"][0]
+    assert second["uri"] == "https://new.sfgov.example/open311/v2/"
+    other_host = await client.get("/service", params=params, headers={"Host": "geoweb.example"})
+    assert (await _json(other_host))["results"][0]["kml"].startswith("http://geoweb.example/")
+    both = [("type", TYPE_DISCOVERY), ("type", TYPE_OPEN311)]
+    for order in (both, both[::-1]):
+        results = await _json(await client.get("/service", params=[*SF_CITY_HALL.items(), *order]))
+        assert [r["type"] for r in results["results"]] == [t for _, t in order]
 
 
 async def test_nevada_desert_is_404_with_empty_results(client: TestClient[Any, Any]) -> None:
