@@ -24,6 +24,7 @@ stale answers survive a restart of the process).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -174,8 +175,10 @@ class TieredDnsCache:
         self.back.flush(key)
 
 
+@functools.lru_cache(maxsize=65_536)
 def canonical(name: str) -> str:
-    """A name as cache keys use it: lowercase, absolute (final dot)."""
+    """A name as cache keys use it: lowercase, absolute (final dot). Remembered: every lookup,
+    cached or not, needs it."""
     return dns.name.from_text(name).to_text().lower()
 
 

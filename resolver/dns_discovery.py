@@ -109,6 +109,7 @@ class DnsDiscovery:
         self._resolvers: OrderedDict[tuple[object, ...], Resolver] = OrderedDict()
         self._max_resolvers = max_resolvers
         self._fetching: dict[tuple[str, str], asyncio.Task[BaseGeometry]] = {}
+        self._candidates: OrderedDict[tuple[object, ...], _Candidate] = OrderedDict()
 
     async def pointer(self) -> CellsPointer:
         """The registry's cell scheme and live generation, from ``_cells.<zone> TXT``.
@@ -233,6 +234,19 @@ class DnsDiscovery:
     async def _candidate(self, domain: str) -> _Candidate:
         name = record_name(domain)
         answer = await self.lookup.txt(name)
+        # The same records always make the same candidate (a boundary is checked against its
+        # generation): parsed once, reused while DNS says the same. Boundary failures are retried.
+        key = (domain, answer.negative, answer.records)
+        known = self._candidates.get(key)
+        if known is not None:
+            self._candidates.move_to_end(key)
+            return _Candidate(domain, answer, known.record, known.jurisdiction, known.why_skipped)
+        candidate = await self._parse_candidate(domain, name, answer)
+        if candidate.record is None or candidate.jurisdiction is not None:
+            self._remember(self._candidates, key, candidate, self._max_boundaries)
+        return candidate
+
+    async def _parse_candidate(self, domain: str, name: str, answer: DnsAnswer) -> _Candidate:
         result = parse_rrset(answer.records, name=name.rstrip("."), policy=self.url_policy)
         record = result.record
         if record is None:
