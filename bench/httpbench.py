@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -251,6 +252,22 @@ def run(
     out["cpu_ratio_service_trivial"] = {
         c: out["trivial"][c]["server_cpu_us_per_request"]
         / out["service"][c]["server_cpu_us_per_request"]
+        for c in cs
+    }
+    # Paired: within a round both servers are loaded back to back, so a burst of other work on
+    # the machine tends to fall on both; the median over rounds of each round's ratio.
+    service, trivial = samples["service"], samples["trivial"]
+    out["paired_ratio_service_trivial"] = {
+        c: statistics.median(
+            s["rps"] / t["rps"] for s, t in zip(service[c], trivial[c], strict=True)
+        )
+        for c in cs
+    }
+    out["paired_cpu_ratio_service_trivial"] = {
+        c: statistics.median(
+            t["server_cpu_us_per_request"] / s["server_cpu_us_per_request"]
+            for s, t in zip(service[c], trivial[c], strict=True)
+        )
         for c in cs
     }
     return out

@@ -110,26 +110,41 @@ JOIN counties c ON ST_Covers(c.geom, ST_SetSRID(ST_MakePoint(p.x, p.y), 4326))
 """
 
 
+def _per_point(cur: Any, lats: list[float], longs: list[float]) -> dict[str, Any]:
+    """One prepared query per point, one after another, after a warm-up (plan, caches)."""
+    for lat, long in zip(lats[:200], longs[:200], strict=True):
+        cur.execute(PER_POINT, (long, lat), prepare=True)
+        cur.fetchall()
+    pairs = 0
+    start = time.perf_counter()
+    for lat, long in zip(lats, longs, strict=True):
+        cur.execute(PER_POINT, (long, lat), prepare=True)
+        pairs += len(cur.fetchall())
+    seconds = time.perf_counter() - start
+    return {
+        "points": len(lats),
+        "seconds": seconds,
+        "points_per_s": len(lats) / seconds,
+        "pairs": pairs,
+    }
+
+
 def measure(
     conninfo: str,
     single: tuple[np.ndarray, np.ndarray],
     batch: tuple[np.ndarray, np.ndarray],
+    http: tuple[list[float], list[float]] | None = None,
 ) -> dict[str, Any]:
-    """Points/s: one prepared query per point over one connection; one set-based query."""
+    """Points/s: one prepared query per point over one connection (on the single points, and on
+    the HTTP workload's points when given); one set-based query."""
     import psycopg
 
+    out: dict[str, Any] = {}
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        lats, longs = (a.tolist() for a in single)
         with conn.cursor() as cur:
-            for lat, long in zip(lats[:200], longs[:200], strict=True):  # warm: plan, caches
-                cur.execute(PER_POINT, (long, lat), prepare=True)
-                cur.fetchall()
-            pairs = 0
-            start = time.perf_counter()
-            for lat, long in zip(lats, longs, strict=True):
-                cur.execute(PER_POINT, (long, lat), prepare=True)
-                pairs += len(cur.fetchall())
-            per_point_s = time.perf_counter() - start
+            out["per_point"] = _per_point(cur, *(a.tolist() for a in single))
+            if http is not None:
+                out["per_point_http"] = _per_point(cur, *http)
         batch_lats, batch_longs = (a.tolist() for a in batch)
         with conn.cursor() as cur:
             cur.execute(SET_BASED, (batch_longs[:1000], batch_lats[:1000]))  # warm
@@ -138,20 +153,13 @@ def measure(
             cur.execute(SET_BASED, (batch_longs, batch_lats))
             set_pairs = len(cur.fetchall())
             set_based_s = time.perf_counter() - start
-    return {
-        "per_point": {
-            "points": len(lats),
-            "seconds": per_point_s,
-            "points_per_s": len(lats) / per_point_s,
-            "pairs": pairs,
-        },
-        "set_based": {
-            "points": len(batch_lats),
-            "seconds": set_based_s,
-            "points_per_s": len(batch_lats) / set_based_s,
-            "pairs": set_pairs,
-        },
+    out["set_based"] = {
+        "points": len(batch_lats),
+        "seconds": set_based_s,
+        "points_per_s": len(batch_lats) / set_based_s,
+        "pairs": set_pairs,
     }
+    return out
 
 
 def run(
@@ -159,13 +167,14 @@ def run(
     geometries: Sequence[BaseGeometry],
     single: tuple[np.ndarray, np.ndarray],
     batch: tuple[np.ndarray, np.ndarray],
+    http: tuple[list[float], list[float]] | None = None,
 ) -> dict[str, Any]:
     reason = available()
     if reason is not None:
         return {"skipped": reason}
     with cluster() as conninfo:
         load_s = load(conninfo, ids, geometries)
-        out = measure(conninfo, single, batch)
+        out = measure(conninfo, single, batch, http)
     out["load_s"] = load_s
     out["server"] = "PostgreSQL 15 + PostGIS 3 (Debian), 127.0.0.1, fsync=off, GiST index"
     return out

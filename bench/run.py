@@ -31,9 +31,14 @@ TARGETS = {
     "single_p50_ratio": ("ours/raw STRtree p50, single resolve", "<=", 1.5),
     "batch_ratio": ("resolve_many (answers iterated) / raw STRtree, points/s", ">=", 0.8),
     "batch_covers_ratio": ("covering_many alone / raw STRtree, points/s", ">=", 0.8),
-    "http_ratio": ("/service rps / trivial handler rps (every concurrency)", ">=", 0.7),
+    "http_ratio": (
+        "/service rps / trivial handler rps (every concurrency, median of paired rounds)",
+        ">=",
+        0.7,
+    ),
     "http_cpu_ratio": (
-        "/service capacity: trivial / /service server CPU per request (every concurrency)",
+        "/service capacity: trivial / /service server CPU per request (every concurrency, "
+        "median of paired rounds)",
         ">=",
         0.7,
     ),
@@ -71,7 +76,7 @@ FULL = {
     "http_duration": 2.0,
     "http_max_requests": 200_000,
     "http_points": 5_000,
-    "http_rounds": 4,
+    "http_rounds": 6,
     "concurrencies": (1, 8, 32),
     "synthetic_jurisdictions": 100_000,
     "postgis_single_points": 10_000,
@@ -153,8 +158,8 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
         "single_p50_ratio": results["single"]["ratio_p50_ours_raw"],
         "batch_ratio": results["batch"]["ratio_iterated_raw"],
         "batch_covers_ratio": results["batch"]["ratio_covers_raw"],
-        "http_ratio": min(results["http"]["ratio_service_trivial"].values()),
-        "http_cpu_ratio": min(results["http"]["cpu_ratio_service_trivial"].values()),
+        "http_ratio": min(results["http"]["paired_ratio_service_trivial"].values()),
+        "http_cpu_ratio": min(results["http"]["paired_cpu_ratio_service_trivial"].values()),
         "startup_s": results["startup"]["load_build_s"],
         "synthetic_startup_s": results["synthetic"]["startup"]["load_build_s"],
         "synthetic_rss_mib": results["synthetic"]["startup"]["peak_rss_mib"],
@@ -169,8 +174,10 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
             results["batch"]["resolve_many_iterated"]["points_per_s"]
             / pg["set_based"]["points_per_s"]
         )
+        # on the HTTP workload's points (every one covered), as /service is measured
+        per_point = pg.get("per_point_http", pg["per_point"])
         figures["postgis_http_ratio"] = (
-            results["http"]["service"]["1"]["rps"] / pg["per_point"]["points_per_s"]
+            results["http"]["service"]["1"]["rps"] / per_point["points_per_s"]
         )
     out = {}
     for key, (label, op, threshold) in TARGETS.items():
@@ -281,11 +288,22 @@ def main(argv: list[str] | None = None) -> None:
         log(f"batch over {plan['batch_points']} points")
         results["batch"] = inproc.batch(resolver, tree, *batch_points, plan["batch_repeats"])
 
+        # HTTP points: random points that some county covers, so every answer is a real one.
+        lats, longs = random_points(plan["http_points"] * 3, args.seed + 3)
+        answers = resolver.resolve_many(lats, longs)
+        keep = [i for i, a in enumerate(answers) if getattr(a, "found", False)]
+        keep = keep[: plan["http_points"]]
+        http_points = ([float(lats[i]) for i in keep], [float(longs[i]) for i in keep])
+
         log("PostGIS baseline: a throwaway PostgreSQL + PostGIS cluster on 127.0.0.1")
         ids = [j.id for j in jurisdictions if j.boundary is not None]
         first = plan["postgis_single_points"]
         results["postgis"] = postgis.run(
-            ids, geometries, (single_points[0][:first], single_points[1][:first]), batch_points
+            ids,
+            geometries,
+            (single_points[0][:first], single_points[1][:first]),
+            batch_points,
+            (http_points[0][:first], http_points[1][:first]),
         )
 
         log(f"geoweb resolve-batch on a CSV of {plan['csv_points']} points")
@@ -293,12 +311,6 @@ def main(argv: list[str] | None = None) -> None:
             db, workdir, plan["csv_points"], args.seed + 2
         )
 
-        # HTTP points: random points that some county covers, so every answer is a real one.
-        lats, longs = random_points(plan["http_points"] * 3, args.seed + 3)
-        answers = resolver.resolve_many(lats, longs)
-        keep = [i for i, a in enumerate(answers) if getattr(a, "found", False)]
-        keep = keep[: plan["http_points"]]
-        http_points = ([float(lats[i]) for i in keep], [float(longs[i]) for i in keep])
         log("HTTP: geoweb serve and the trivial server, loaded from another process")
         results["http"] = httpbench.run(
             db,

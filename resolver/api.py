@@ -215,33 +215,31 @@ async def geowebdns_service(request: web.Request) -> web.Response:
     """``GET /service?lat=&long=&type=``: the GeoWeb DNS protocol as the Open311 wiki defines it."""
     lat, long = _point(request)
     types = tuple(dict.fromkeys(request.query.getall("type", ()))) or DEFAULT_TYPES
-    concerns = [_service_concern(type_uri) for type_uri in types]
+    concerns = {type_uri: _service_concern(type_uri) for type_uri in types}
     answerer = request.app[ANSWERER]
     # One answer per concern, however many types ask for it (the two default types share one).
+    # A body is made of each decision's jurisdiction, endpoint and fallback; its provenance,
+    # which changes from one request to the next, is not in the body.
     answers: dict[str | None, Answer] = {}
-    for concern in concerns:
+    parts: list[object] = []
+    for concern in concerns.values():
         if concern not in answers:
-            answers[concern] = await answerer.resolve(lat, long, concern)
+            decision = (answer := await answerer.resolve(lat, long, concern)).decision
+            answers[concern] = answer
+            parts += (decision.chosen, decision.endpoint, decision.fallback)
     base = _base_url(request)
-    # What a result is made of: the decision's jurisdiction, endpoint and fallback (its provenance,
-    # which changes from one request to the next, is not in the body).
-    inputs = tuple(
-        part
-        for answer in answers.values()
-        for part in (answer.decision.chosen, answer.decision.endpoint, answer.decision.fallback)
-    )
     bodies = request.app[SERVICE_BODIES]
-    key = (types, base, *map(id, inputs))
+    key = (types, base, *map(id, parts))
     cached = bodies.get(key)
     if cached is None:
         results = [
             result
-            for type_uri, concern in zip(types, concerns, strict=True)
+            for type_uri, concern in concerns.items()
             if (result := _service_result(base, type_uri, answers[concern])) is not None
         ]
         if len(bodies) >= SERVICE_BODIES_KEPT:
             bodies.clear()
-        cached = bodies[key] = (inputs, orjson.dumps({"results": results}), bool(results))
+        cached = bodies[key] = (parts, orjson.dumps({"results": results}), bool(results))
     _, body, found = cached
     return web.Response(body=body, status=200 if found else 404, content_type=JSON)
 
