@@ -225,6 +225,11 @@ def run(
             "trivial": (constant.pid, trivial_port),
         }
         kinds = list(targets)
+        # Warm-up, not counted: one pass over every point per endpoint, so the rounds measure
+        # servers in their steady state (decisions and bodies cached, as after a minute of use).
+        for kind in kinds:
+            pid, port = targets[kind]
+            load(pid, port, files[kind], max(concurrencies), duration, max_requests)
         for round_ in range(rounds):
             for k, c in enumerate(concurrencies):
                 shift = (round_ + k) % len(kinds)

@@ -214,8 +214,9 @@ def markdown(r: dict[str, Any]) -> str:
         "(uvloop), INFO logging and access log) each in its own process on a free 127.0.0.1 "
         "port; the load generator "
         f"({h['load_generator']}) in a third process, {h['duration_s']} s per cell (at most "
-        f"{h['max_requests']:,} requests), best of {h['rounds']} round(s) with the endpoint "
-        "order rotated (both servers up throughout, loaded one at a time), cycling over "
+        f"{h['max_requests']:,} requests), after one uncounted warm-up cell per endpoint, "
+        f"best of {h['rounds']} round(s) with the endpoint order rotated (both servers up "
+        "throughout, loaded one at a time), cycling over "
         f"{h['points']:,} random points that a county covers. "
         + (
             "wrk is light, but on 2 cores it still shares the CPU with the server, so absolute "
