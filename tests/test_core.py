@@ -250,6 +250,8 @@ def test_parse_coordinate_accepts(text: str | int, expected: float) -> None:
         "0x10",  # hex
         "37,7793",  # a decimal comma
         "37.7793N",  # hemisphere letters are not parsed
+        "\u0663\u0667.5",  # digits of other scripts, which float() would take
+        "1e999",  # overflows to infinity
         True,  # JSON true is not a number
         math.nan,  # NaN from JSON-like input
     ],
