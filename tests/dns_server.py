@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -30,7 +31,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import dns.dnssec
@@ -45,12 +46,19 @@ import dns.zone
 import pytest
 from aiohttp import web
 
+from discovery.dns_lookup import DnsLookup
+from discovery.dns_records import UrlPolicy
+from discovery.fetch import Fetcher, make_session
+from resolver.dns_discovery import DnsDiscovery
+
 KNOTD_CANDIDATES = ("knotd", "/usr/sbin/knotd")
 UNBOUND_CANDIDATES = ("unbound", "/usr/sbin/unbound")
 
 TSIG_NAME = "geoweb-test-key."
 TSIG_ALGORITHM = "hmac-sha256"
 TSIG_SECRET = base64.b64encode(b"geoweb test secret, 32 bytes...!").decode()
+#: Boundary servers in these tests listen on loopback, which the fetcher refuses by default.
+LOOPBACK = ["127.0.0.0/8"]
 
 
 def _binary(candidates: tuple[str, ...]) -> str | None:
@@ -448,3 +456,21 @@ class DocumentServer:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+
+
+@contextlib.asynccontextmanager
+async def loopback_discovery(
+    server: KnotServer, zone: str, *, timeout: float = 2.0
+) -> AsyncIterator[DnsDiscovery]:
+    """A resolver that knows nothing (empty DNS and HTTP caches), asking ``server`` for ``zone``
+    and fetching boundaries from loopback servers."""
+    session = make_session(allow_networks=LOOPBACK)
+    try:
+        yield DnsDiscovery(
+            DnsLookup([server.address], port=server.port, timeout=timeout),
+            Fetcher(session, allow_networks=LOOPBACK),
+            zone=zone,
+            url_policy=UrlPolicy(allow_http_loopback=True),
+        )
+    finally:
+        await session.close()

@@ -16,13 +16,17 @@ import numpy as np
 import orjson
 import pytest
 from click.testing import CliRunner
-from dns_server import TSIG_ALGORITHM, TSIG_NAME, TSIG_SECRET, DocumentServer, KnotServer
+from dns_server import (
+    TSIG_ALGORITHM,
+    TSIG_NAME,
+    TSIG_SECRET,
+    DocumentServer,
+    KnotServer,
+    loopback_discovery,
+)
 
 from boundaries.cells import CellScheme
-from discovery.dns_lookup import DnsLookup
 from discovery.dns_publish import Plan, Publisher, PublishError, TsigKey
-from discovery.dns_records import UrlPolicy
-from discovery.fetch import Fetcher, make_session
 from discovery.zone import ZoneOptions
 from resolver.cli import main
 from resolver.core import Resolver
@@ -34,7 +38,6 @@ from resolver.store import Store
 ZONE = "atomic.test"
 TTL = 60
 STATES = ("32", "41")  # Nevada and Oregon: 53 counties
-LOOPBACK = ["127.0.0.0/8"]
 KEY = TsigKey(TSIG_NAME, TSIG_SECRET, TSIG_ALGORITHM)
 OLD_SCHEME = CellScheme(max_depth=4, split_above=3)
 NEW_SCHEME = CellScheme(max_depth=5, split_above=3)  # a new depth: the hardest change to mix
@@ -116,11 +119,8 @@ def knot(tmp_path: Path, registries: Registries) -> Iterator[KnotServer]:
 
 @pytest.fixture
 async def reader(knot: KnotServer) -> AsyncIterator[DnsDiscovery]:
-    lookup = DnsLookup([knot.address], port=knot.port, timeout=2.0)
-    session = make_session(allow_networks=LOOPBACK)
-    fetcher = Fetcher(session, allow_networks=LOOPBACK)
-    yield DnsDiscovery(lookup, fetcher, zone=ZONE, url_policy=UrlPolicy(allow_http_loopback=True))
-    await session.close()
+    async with loopback_discovery(knot, ZONE) as discovery:
+        yield discovery
 
 
 def _summary(answer: Answer) -> Summary:
@@ -310,26 +310,19 @@ async def test_a_zone_from_before_generations_is_read_and_moved_to_one(
     (tmp_path / "legacy.zone").write_text(legacy + "\n", encoding="utf-8")
     server = KnotServer(tmp_path / "legacy-knot", ZONE, tmp_path / "legacy.zone")
     server.start()
-    session = make_session(allow_networks=LOOPBACK)
     try:
-        reader = DnsDiscovery(
-            DnsLookup([server.address], port=server.port),
-            Fetcher(session, allow_networks=LOOPBACK),
-            zone=ZONE,
-            url_policy=UrlPolicy(allow_http_loopback=True),
-        )
-        points = _points(registries)
-        assert await _read_all(reader, points) == _expected(registries.old, points)
-        publisher = _publisher(server)
-        plan = publisher.plan(registries.new, registries.options(NEW_SCHEME))
-        assert plan.live is None and plan.switch_to == "g1"
-        assert set(publisher.read().trees) == {""}  # the cells from before generations
-        publisher.send(plan)
-        assert "gen=g1" in _pointer(server)
-        assert await _read_all(reader, points) == _expected(registries.new, points)
-        later = _publisher(server, keep_retired=0.0)
-        later.send(later.plan(registries.new, registries.options(NEW_SCHEME)))
-        assert set(later.read().trees) == {"g1"}
+        async with loopback_discovery(server, ZONE) as reader:
+            points = _points(registries)
+            assert await _read_all(reader, points) == _expected(registries.old, points)
+            publisher = _publisher(server)
+            plan = publisher.plan(registries.new, registries.options(NEW_SCHEME))
+            assert plan.live is None and plan.switch_to == "g1"
+            assert set(publisher.read().trees) == {""}  # the cells from before generations
+            publisher.send(plan)
+            assert "gen=g1" in _pointer(server)
+            assert await _read_all(reader, points) == _expected(registries.new, points)
+            later = _publisher(server, keep_retired=0.0)
+            later.send(later.plan(registries.new, registries.options(NEW_SCHEME)))
+            assert set(later.read().trees) == {"g1"}
     finally:
-        await session.close()
         server.stop()

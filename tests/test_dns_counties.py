@@ -16,12 +16,17 @@ import numpy as np
 import orjson
 import pytest
 from click.testing import CliRunner
-from dns_server import TSIG_ALGORITHM, TSIG_NAME, TSIG_SECRET, DocumentServer, KnotServer
+from dns_server import (
+    TSIG_ALGORITHM,
+    TSIG_NAME,
+    TSIG_SECRET,
+    DocumentServer,
+    KnotServer,
+    loopback_discovery,
+)
 
-from discovery.dns_lookup import DnsLookup, DnsUnavailable
+from discovery.dns_lookup import DnsUnavailable
 from discovery.dns_publish import Change, Plan, Publisher, PublishError, TsigKey
-from discovery.dns_records import UrlPolicy
-from discovery.fetch import Fetcher, make_session
 from resolver.cli import main
 from resolver.core import Resolver
 from resolver.dns_discovery import DnsDiscovery
@@ -31,7 +36,6 @@ from resolver.store import Store
 
 ZONE = "counties.test"
 TTL = 2  # seconds: small, so that a changed record is seen quickly
-LOOPBACK = ["127.0.0.0/8"]
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +105,8 @@ def knot(tmp_path_factory: pytest.TempPathFactory, zone_file: Path) -> Iterator[
 @pytest.fixture
 async def discovery(knot: KnotServer) -> AsyncIterator[DnsDiscovery]:
     """A resolver that knows nothing: empty DNS cache, empty HTTP cache."""
-    lookup = DnsLookup([knot.address], port=knot.port, timeout=1.0)
-    session = make_session(allow_networks=LOOPBACK)
-    fetcher = Fetcher(session, allow_networks=LOOPBACK)
-    yield DnsDiscovery(lookup, fetcher, zone=ZONE, url_policy=UrlPolicy(allow_http_loopback=True))
-    await session.close()
+    async with loopback_discovery(knot, ZONE, timeout=1.0) as discovery:
+        yield discovery
 
 
 def _registry(db: Path) -> Resolver:
