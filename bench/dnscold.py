@@ -2,7 +2,7 @@
 
 The US counties, each with a domain of its own (``<geoid>.counties.bench``), are exported with
 ``geoweb zone export`` and served by ``knotd``; their boundaries are published by
-:mod:`bench.docserver` in a process of its own. ``resolver.dns_discovery.DnsDiscovery`` then
+:mod:`bench.docserver` in a process of its own. ``resolver.sources.dns_registry.DnsDiscovery`` then
 answers points knowing nothing else: the cell's PTR record, the candidates' ``_open311`` TXT
 records, their boundaries over HTTP, the core's covers test.
 
@@ -32,13 +32,13 @@ import dns.rcode
 import numpy as np
 import orjson
 
+from common.models import Answer, Endpoint, Jurisdiction
 from discovery.dns_lookup import DnsLookup
 from discovery.dns_records import UrlPolicy
 from discovery.fetch import Fetcher, make_session
-from resolver.core import Resolver
-from resolver.dns_discovery import DnsDiscovery
-from resolver.models import Answer, Endpoint, Jurisdiction
-from resolver.registry import jurisdiction_to_feature
+from resolver.core.decide import Resolver
+from resolver.registry.documents import jurisdiction_to_feature
+from resolver.sources.dns_registry import DnsDiscovery
 from resolver.store import Store
 
 from .common import REPO, latency_stats

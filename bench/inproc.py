@@ -12,7 +12,7 @@ import numpy as np
 import shapely
 
 from boundaries.index import BoundaryIndex
-from resolver.core import Resolver
+from resolver.core.decide import Resolver
 
 from .common import latency_stats
 

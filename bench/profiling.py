@@ -54,7 +54,7 @@ def summary(stats: pstats.Stats, limit: int = 14) -> dict[str, Any]:
     focus = [
         r
         for r in sorted(rows, key=lambda r: r["cumtime_s"], reverse=True)
-        if any(f in r["function"] for f in FOCUS) and "resolver/cli.py" not in r["function"]
+        if any(f in r["function"] for f in FOCUS) and "resolver/cli/main.py" not in r["function"]
     ][: 2 * limit]
     return {"total_s": total, "by_tottime": by_tt, "by_cumtime": by_ct, "focus": focus}
 

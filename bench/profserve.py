@@ -8,7 +8,7 @@ from __future__ import annotations
 import cProfile
 import sys
 
-from resolver.cli import main as geoweb
+from resolver.cli.main import main as geoweb
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def _dns_section(d: dict[str, Any] | None) -> list[str]:
         f"`geoweb zone export --ttl {d['ttl']}` ({d['zone_records']:,} records, "
         f"{d['zone_bytes'] / 1e6:.1f} MB) and served by {d['knotd']} on 127.0.0.1 (UDP); the "
         "boundaries named by each `_open311` record (`b=`) served over HTTP by "
-        "`bench/docserver.py` in its own process. `resolver.dns_discovery.DnsDiscovery` "
+        "`bench/docserver.py` in its own process. `resolver.sources.dns_registry.DnsDiscovery` "
         "answers from DNS alone: the `_cells` TXT (the cell depth), the point's cell PTR, each "
         "candidate's `_open311` TXT, each candidate's boundary, then the core's covers test. "
         "Random points on US land (85% lower 48, 10% Alaska, 5% Hawaii). Setup (store, "
@@ -210,7 +210,7 @@ def markdown(r: dict[str, Any]) -> str:
         "## 3. HTTP",
         "",
         f"`geoweb serve --db <counties store>` and a trivial aiohttp server (constant "
-        "67-byte JSON body, started by the same `resolver.api.run_server`: the same event loop "
+        "67-byte JSON body, started by `resolver.http.app.run_server`: the same event loop "
         "(uvloop), INFO logging and access log) each in its own process on a free 127.0.0.1 "
         "port; the load generator "
         f"({h['load_generator']}) in a third process, {h['duration_s']} s per cell (at most "

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import shapely
 
-from resolver.core import Resolver
-from resolver.registry import load_jurisdictions
+from resolver.core.decide import Resolver
+from resolver.registry.documents import load_jurisdictions
 from resolver.store import Store
 
 from . import dnscold, httpbench, inproc, postgis, profiling, report, synthetic

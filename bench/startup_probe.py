@@ -18,8 +18,8 @@ def _rss_kib() -> int:
 def main() -> None:
     db = sys.argv[1]
     t0 = time.perf_counter()
-    from resolver.core import Resolver
-    from resolver.registry import load_jurisdictions
+    from resolver.core.decide import Resolver
+    from resolver.registry.documents import load_jurisdictions
     from resolver.store import Store
 
     t1 = time.perf_counter()

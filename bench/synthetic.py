@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from resolver.models import Endpoint, Jurisdiction
+from common.models import Endpoint, Jurisdiction
 from resolver.store import Store
 
 from .common import LAT_RANGE, LONG_RANGE

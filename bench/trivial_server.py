@@ -1,6 +1,6 @@
 """The HTTP baseline: a constant small JSON body, served the way ``geoweb serve`` serves.
 
-Started by the same function as ``geoweb serve`` (``resolver.api.run_server``: the same event loop,
+Started like ``geoweb serve`` (``resolver.http.app.run_server``: the same event loop,
 logging and access log), on the same host. ``python -m bench.trivial_server --port P``.
 """
 
@@ -10,7 +10,7 @@ import argparse
 
 from aiohttp import web
 
-from resolver.api import run_server
+from resolver.http.app import run_server
 
 BODY = b'{"results":[{"type":"x","uri":"https://311.example.org/open311/v2/"}]}'
 

@@ -26,7 +26,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from boundaries.repair import REPAIRED, polygonal_parts, repair_polygonal, split_antimeridian
-from resolver.errors import BoundaryFileError
+from common.errors import BoundaryFileError
 
 __all__ = ["BoundaryFeature", "BoundaryReport", "count_features", "read_boundaries"]
 

@@ -41,7 +41,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
-from resolver.errors import GeoWebError
+from common.errors import GeoWebError
 
 #: RFC 8767 section 5: how long a stale answer is used before the servers are asked again.
 DEFAULT_STALE_ANSWER_TTL = 30.0

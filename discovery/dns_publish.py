@@ -50,8 +50,8 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
-from resolver.errors import GeoWebError, InvalidInput
-from resolver.models import Jurisdiction
+from common.errors import GeoWebError, InvalidInput
+from common.models import Jurisdiction
 
 from .dns_records import RECORD_LABEL, txt_zone_text
 from .zone import (

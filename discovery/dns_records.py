@@ -24,8 +24,8 @@ from ipaddress import ip_address
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from common.errors import GeoWebError
 from discovery.urls import normalize_base_url, normalize_discovery_url
-from resolver.errors import GeoWebError
 
 #: The first label of a jurisdiction's record: ``_open311.<domain>`` (an RFC 8552 attribute leaf).
 RECORD_LABEL: Final = "_open311"

@@ -42,8 +42,8 @@ import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from resolver.errors import GeoWebError
-from resolver.models import GEOREPORT_V2, Endpoint, Service
+from common.errors import GeoWebError
+from common.models import GEOREPORT_V2, Endpoint, Service
 
 #: Media types a discovery document or services list may be served as.
 JSON_TYPES = ("application/json", "text/json", "text/javascript", "application/javascript")

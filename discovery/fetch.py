@@ -42,7 +42,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from resolver.errors import GeoWebError
+from common.errors import GeoWebError
 
 #: Chunk size for streaming bodies; memory holds at most ``max_bytes`` plus one chunk.
 CHUNK = 64 * 1024

@@ -11,7 +11,7 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from resolver.models import GEOREPORT_V2, Jurisdiction
+from common.models import GEOREPORT_V2, Jurisdiction
 
 FORMATS = ("text/xml", "application/json")
 

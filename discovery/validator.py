@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from resolver.models import GEOREPORT_V2
+from common.models import GEOREPORT_V2
 
 from .documents import DocumentError, detect_format, parse_xml
 

@@ -32,8 +32,8 @@ from typing import TextIO
 from shapely.geometry.base import BaseGeometry
 
 from boundaries.cells import CELLS_LABEL, CellScheme, leaves
-from resolver.errors import GeoWebError, InvalidInput
-from resolver.models import Jurisdiction
+from common.errors import GeoWebError, InvalidInput
+from common.models import Jurisdiction
 
 from .dns_records import (
     Open311Record,

@@ -1,5 +1,5 @@
 """``python -m resolver`` is the ``geoweb`` command."""
 
-from .cli import main
+from resolver.cli.main import main
 
 main(prog_name="geoweb")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import InvalidInput
-from .models import Fallback
+from common.errors import InvalidInput
+from common.models import Fallback
 
 DEFAULT_PORT = 8311
 

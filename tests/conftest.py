@@ -50,7 +50,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def counties_db(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """A real SQLite store with all 3,231 US counties, imported with ``geoweb import``."""
-    from resolver.cli import main
+    from resolver.cli.main import main
 
     db = tmp_path_factory.mktemp("counties") / "counties.sqlite"
     result = CliRunner().invoke(

@@ -49,7 +49,7 @@ from aiohttp import web
 from discovery.dns_lookup import DnsLookup
 from discovery.dns_records import UrlPolicy
 from discovery.fetch import Fetcher, make_session
-from resolver.dns_discovery import DnsDiscovery
+from resolver.sources.dns_registry import DnsDiscovery
 
 KNOTD_CANDIDATES = ("knotd", "/usr/sbin/knotd")
 UNBOUND_CANDIDATES = ("unbound", "/usr/sbin/unbound")

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 from shapely.geometry import box
 
-from resolver.answering import Answerer
-from resolver.core import Resolver
-from resolver.models import Endpoint, Jurisdiction, Provenance, Service
+from common.models import Endpoint, Jurisdiction, Provenance, Service
+from resolver.core.decide import Resolver
+from resolver.sources.answering import Answerer
 
 
 class ServicesFromMemory:

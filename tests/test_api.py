@@ -13,9 +13,15 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from resolver.api import ANSWERER, TYPE_CONCERN_PREFIX, TYPE_DISCOVERY, TYPE_OPEN311, create_app
+from common.models import Endpoint
 from resolver.config import Settings
-from resolver.models import Endpoint
+from resolver.http.app import (
+    ANSWERER,
+    TYPE_CONCERN_PREFIX,
+    TYPE_DISCOVERY,
+    TYPE_OPEN311,
+    create_app,
+)
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 

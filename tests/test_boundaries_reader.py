@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 
 from boundaries.reader import BoundaryReport, count_features, read_boundaries
 from boundaries.repair import repair_polygonal, split_antimeridian
-from resolver.errors import BoundaryFileError
+from common.errors import BoundaryFileError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: The shared data always sits beside the checkout: without it these tests fail (conftest).

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import COUNTIES
 from shapely.geometry import shape
 
-from resolver.cli import ANSWER_COLUMNS, main
+from resolver.cli.main import ANSWER_COLUMNS, main
 from resolver.store import Store
 
 

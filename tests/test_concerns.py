@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from resolver.concerns import ServiceCatalog, fold
-from resolver.models import Service
+from common.models import Service
+from resolver.core.concerns import ServiceCatalog, fold
 
 SERVICES = [
     Service("POT-1", "Pothole", keywords=("road", "asphalt"), group="Streets"),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from resolver.core import Resolver, check_point, clean_concern, parse_coordinate
-from resolver.errors import InvalidCoordinates, InvalidInput, UnknownJurisdiction
-from resolver.models import Answer, Endpoint, Fallback, Jurisdiction, Service
+from common.errors import InvalidCoordinates, InvalidInput, UnknownJurisdiction
+from common.models import Answer, Endpoint, Fallback, Jurisdiction, Service
+from resolver.core.decide import Resolver, check_point, clean_concern, parse_coordinate
 
 
 def _jurisdiction(

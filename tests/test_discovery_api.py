@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from shapely.geometry import box
 
-from resolver.api import create_app
-from resolver.cli import main
+from common.models import Endpoint, Jurisdiction
+from resolver.cli.main import main
 from resolver.config import Settings
-from resolver.models import Endpoint, Jurisdiction
+from resolver.http.app import create_app
 from resolver.store import Store
 from tests.open311_servers import StandIn
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from shapely.geometry import box
 
-from resolver.api import create_app
+from common.models import Jurisdiction
 from resolver.config import Settings
-from resolver.models import Jurisdiction
+from resolver.http.app import create_app
 from resolver.store import Store
 from tests.open311_servers import StandIn
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from shapely.geometry import box
 
+from common.models import GEOREPORT_V2, Endpoint, Jurisdiction
 from discovery.documents import DocumentError, parse_discovery, parse_services
 from discovery.generate import discovery_document, to_json, to_xml
 from discovery.validator import validate_discovery
-from resolver.concerns import ServiceCatalog
-from resolver.models import GEOREPORT_V2, Endpoint, Jurisdiction
+from resolver.core.concerns import ServiceCatalog
 from tests.open311_servers import BILLION_LAUGHS, XXE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discovery"

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from common.models import GEOREPORT_V2, Endpoint
 from discovery.documents import parse_discovery, parse_services
 from discovery.validator import validate_discovery
-from resolver.concerns import ServiceCatalog
-from resolver.models import GEOREPORT_V2, Endpoint
+from resolver.core.concerns import ServiceCatalog
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discovery"
 

@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from shapely.geometry import box
 
-from resolver.api import STORE, create_app
+from common.models import Jurisdiction
 from resolver.config import Settings
-from resolver.models import Jurisdiction
+from resolver.http.app import STORE, create_app
 from resolver.store import Store, refresh_status
 from tests.open311_servers import StandIn
 

@@ -26,13 +26,13 @@ from dns_server import (
 )
 
 from boundaries.cells import CellScheme
+from common.models import Answer, Endpoint, Jurisdiction
 from discovery.dns_publish import Plan, Publisher, PublishError, TsigKey
 from discovery.zone import ZoneOptions
-from resolver.cli import main
-from resolver.core import Resolver
-from resolver.dns_discovery import DnsDiscovery
-from resolver.models import Answer, Endpoint, Jurisdiction
-from resolver.registry import jurisdiction_to_feature
+from resolver.cli.main import main
+from resolver.core.decide import Resolver
+from resolver.registry.documents import jurisdiction_to_feature
+from resolver.sources.dns_registry import DnsDiscovery
 from resolver.store import Store
 
 ZONE = "atomic.test"

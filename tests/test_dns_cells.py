@@ -22,10 +22,10 @@ from boundaries.cells import (
     point_cell,
     query_name,
 )
+from common.models import Jurisdiction
 from discovery.zone import ZoneOptions, ZoneTooLarge, write_zone
-from resolver.cli import main
-from resolver.core import Resolver
-from resolver.models import Jurisdiction
+from resolver.cli.main import main
+from resolver.core.decide import Resolver
 from resolver.store import Store
 
 
@@ -101,7 +101,7 @@ import os, resource, sys
 from shapely.geometry import box
 from boundaries.cells import CellScheme
 from discovery.zone import ZoneOptions, write_zone
-from resolver.models import Jurisdiction
+from common.models import Jurisdiction
 
 world = Jurisdiction(
     "world", "World", domain="world.example", discovery_url="https://world.example/d.json"

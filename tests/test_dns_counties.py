@@ -25,13 +25,13 @@ from dns_server import (
     loopback_discovery,
 )
 
+from common.models import Answer, Endpoint, Jurisdiction
 from discovery.dns_lookup import DnsUnavailable
 from discovery.dns_publish import Change, Plan, Publisher, PublishError, TsigKey
-from resolver.cli import main
-from resolver.core import Resolver
-from resolver.dns_discovery import DnsDiscovery
-from resolver.models import Answer, Endpoint, Jurisdiction
-from resolver.registry import jurisdiction_to_feature
+from resolver.cli.main import main
+from resolver.core.decide import Resolver
+from resolver.registry.documents import jurisdiction_to_feature
+from resolver.sources.dns_registry import DnsDiscovery
 from resolver.store import Store
 
 ZONE = "counties.test"
@@ -273,7 +273,7 @@ async def test_a_stopped_dns_server_keeps_answers_flowing_from_stale_cache(
     knot.stop()
     try:
         started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="resolver.dns_discovery"):
+        with caplog.at_level(logging.WARNING, logger="resolver.sources.dns_registry"):
             stale = await _resolve_all(discovery, points)
         assert time.monotonic() - started < 20
         for old, new in zip(fresh, stale, strict=True):

@@ -17,11 +17,11 @@ import pytest
 from dns_server import KnotServer, UnboundServer
 from shapely.geometry import box
 
+from common.models import Endpoint, Jurisdiction
 from discovery.dns_lookup import DnsLookup, DnsUnavailable
-from resolver.api import create_app
 from resolver.config import Settings
-from resolver.dns_source import DnsSource
-from resolver.models import Endpoint, Jurisdiction
+from resolver.http.app import create_app
+from resolver.sources.dns import DnsSource
 from resolver.store import Store
 
 SIGNED = "signed.test"

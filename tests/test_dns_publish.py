@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import InvalidInput
 from discovery.dns_publish import TsigKey, read_key_file
-from resolver.errors import InvalidInput
 
 SECRET = "Z2Vvd2ViIHRlc3Qgc2VjcmV0LCAzMiBieXRlcy4uLiE="
 

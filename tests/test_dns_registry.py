@@ -17,12 +17,12 @@ from click.testing import CliRunner
 from dns_server import DocumentServer, KnotServer
 from shapely.geometry import box
 
-from resolver.api import create_app
-from resolver.cli import main
+from common.errors import InvalidInput
+from common.models import Endpoint, Jurisdiction
+from resolver.cli.main import main
 from resolver.config import Settings
-from resolver.errors import InvalidInput
-from resolver.models import Endpoint, Jurisdiction
-from resolver.registry import jurisdiction_to_feature
+from resolver.http.app import create_app
+from resolver.registry.documents import jurisdiction_to_feature
 from resolver.store import Store
 
 ZONE = "registry.test"

@@ -11,12 +11,12 @@ import pytest
 from dns_server import KnotServer, free_port
 from shapely.geometry import box
 
+from common.models import Endpoint, Jurisdiction
 from discovery.dns_lookup import DnsLookup, DnsUnavailable
 from discovery.dns_records import RecordTooLong, parse_record
-from resolver.api import create_app
 from resolver.config import Settings
-from resolver.dns_source import DnsSource
-from resolver.models import Endpoint, Jurisdiction
+from resolver.http.app import create_app
+from resolver.sources.dns import DnsSource
 from resolver.store import Store
 
 ZONE = "attest.test"

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from dns_server import KnotServer
 from shapely.geometry import box
 
+from common.models import Endpoint, Jurisdiction
 from discovery.dns_lookup import (
     DnsAnswer,
     DnsLookup,
@@ -23,11 +24,10 @@ from discovery.dns_lookup import (
     MemoryDnsCache,
     TieredDnsCache,
 )
-from resolver.api import create_app
-from resolver.cli import main
+from resolver.cli.main import main
 from resolver.config import Settings
-from resolver.dns_source import DnsSource
-from resolver.models import Endpoint, Jurisdiction
+from resolver.http.app import create_app
+from resolver.sources.dns import DnsSource
 from resolver.store import Store, StoreDnsCache
 
 ZONE = "cache.test"

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
-from resolver.cli import main
+from resolver.cli.main import main
 from resolver.config import SETTINGS_HELP, Settings
 
 ROOT = Path(__file__).resolve().parents[1]

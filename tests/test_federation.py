@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from shapely.geometry import box
 
-from resolver.errors import SnapshotRequired, StoreError
-from resolver.federation import EntryVersion, domain_origin, timestamp, why_newer
-from resolver.models import Jurisdiction
+from common.errors import SnapshotRequired, StoreError
+from common.models import Jurisdiction
+from resolver.core.federation import EntryVersion, domain_origin, timestamp, why_newer
 from resolver.store import TOMBSTONE_DAYS, Change, Store
 
 

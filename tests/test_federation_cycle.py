@@ -23,11 +23,11 @@ from aiohttp.test_utils import TestServer
 from dns_server import TSIG_ALGORITHM, TSIG_NAME, TSIG_SECRET, KnotServer
 from shapely.geometry import box
 
-from resolver.api import ANSWERER, FETCHER, STORE, create_app
+from common.models import Endpoint, Jurisdiction
 from resolver.config import Settings
-from resolver.mirror import sync_mirror
-from resolver.models import Endpoint, Jurisdiction
-from resolver.registry_api import REGISTRY
+from resolver.http.app import ANSWERER, FETCHER, STORE, create_app
+from resolver.http.registry import REGISTRY
+from resolver.registry.mirror import sync_mirror
 from resolver.store import Store
 
 LOOPBACK = ("127.0.0.0/8",)

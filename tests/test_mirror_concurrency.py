@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from shapely.geometry import box
 
-from resolver.models import Jurisdiction
-from resolver.registry_api import changes_document
+from common.models import Jurisdiction
+from resolver.http.registry import changes_document
 from resolver.store import Store
 
 ENTRIES = 40

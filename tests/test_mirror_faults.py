@@ -16,12 +16,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from shapely.geometry import box
 
+from common.errors import SyncError
+from common.models import Jurisdiction
 from discovery.fetch import Fetcher, FetchLimits, make_session
-from resolver.errors import SyncError
-from resolver.mirror import normalize_upstream, sync_mirror
-from resolver.models import Jurisdiction
-from resolver.registry import registry_document
-from resolver.registry_api import changes_document
+from resolver.http.registry import changes_document
+from resolver.registry.documents import registry_document
+from resolver.registry.mirror import normalize_upstream, sync_mirror
 from resolver.store import Store
 
 LOOPBACK = ("127.0.0.0/8",)

@@ -1,4 +1,4 @@
-"""Registering a jurisdiction by proving control of its domain (``resolver/registration.py``):
+"""Registering a jurisdiction by proving control of its domain (``resolver/registry/``):
 a real Knot DNS on loopback serves ``city.example`` and takes TSIG-signed updates, the real app
 serves on a loopback port with a fresh SQLite store and asks Knot, and ``geoweb jurisdiction
 publish`` runs end to end in a subprocess against both."""
@@ -34,12 +34,12 @@ from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
 from dns_server import TSIG_ALGORITHM, TSIG_NAME, TSIG_SECRET, KnotServer
 
+from common.models import boundary_generation
 from discovery.dns_records import parse_record
 from discovery.validator import validate_discovery
-from resolver.api import create_app
-from resolver.cli import main
+from resolver.cli.main import main
 from resolver.config import Settings
-from resolver.models import boundary_generation
+from resolver.http.app import create_app
 from resolver.store import Store
 
 DOMAIN = "city.example"

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from shapely.geometry import box, shape
 
-from resolver.api import create_app
-from resolver.cli import main
+from common.models import Endpoint, Jurisdiction
+from resolver.cli.main import main
 from resolver.config import Settings
-from resolver.models import Endpoint, Jurisdiction
-from resolver.registry import read_registry
+from resolver.http.app import create_app
+from resolver.registry.documents import read_registry
 from resolver.store import Store
 
 

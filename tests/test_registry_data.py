@@ -9,9 +9,9 @@ import pytest
 import shapely
 from shapely.geometry import Point
 
-from registry_data import build
-from resolver.models import GEOREPORT_V2, Jurisdiction
-from resolver.registry import embedded_registry_path, load_embedded_registry
+from common.models import GEOREPORT_V2, Jurisdiction
+from resolver.registry.documents import embedded_registry_path, load_embedded_registry
+from tools import build_registry as build
 
 SHARED = build.DEFAULT_SHARED
 #: The shared data always sits beside the checkout: without it these tests fail (conftest).

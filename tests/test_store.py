@@ -25,9 +25,9 @@ from sqlalchemy import (
     text,
 )
 
+from common.errors import InvalidInput, StoreError
+from common.models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
 from discovery.fetch import Fetched
-from resolver.errors import InvalidInput, StoreError
-from resolver.models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
 from resolver.store import (
     SCHEMA_VERSION,
     Store,

@@ -23,9 +23,9 @@ from pg_server import PgCluster
 from shapely.geometry import box
 from sqlalchemy import Connection, create_engine, make_url, text
 
-from resolver.cli import main
-from resolver.errors import StoreError
-from resolver.models import Jurisdiction
+from common.errors import StoreError
+from common.models import Jurisdiction
+from resolver.cli.main import main
 from resolver.store import _SCHEMA_LOCK, Store, StoreHttpCache, refresh_status
 
 
@@ -39,8 +39,8 @@ _WRITER = """
 import json, sys
 from shapely.geometry import box
 from discovery.fetch import Fetched
-from resolver.errors import InvalidInput
-from resolver.models import Jurisdiction
+from common.errors import InvalidInput
+from common.models import Jurisdiction
 from resolver.store import Store, StoreHttpCache, record_refresh
 
 job = json.loads(sys.argv[1])

@@ -1,5 +1,5 @@
-"""DNS as a :class:`~resolver.answering.FactSource`: each jurisdiction's own ``_open311`` record
-attests (or contradicts) what a registry claims about it.
+"""DNS as a :class:`~resolver.sources.answering.FactSource`: each jurisdiction's own
+``_open311`` record attests (or contradicts) what a registry claims about it.
 
 The rule (attestation): the registry's discovery URL for a domain is *verified* only when the
 domain's own ``_open311`` record names the same URL. When they disagree, DNS wins: the
@@ -18,6 +18,7 @@ import datetime as dt
 from dataclasses import replace
 from ipaddress import ip_network
 
+from common.models import Endpoint, Jurisdiction, Provenance
 from discovery.dns_lookup import (
     DnsAnswer,
     DnsCache,
@@ -28,10 +29,8 @@ from discovery.dns_lookup import (
 )
 from discovery.dns_records import Open311Record, UrlPolicy, parse_rrset, record_name
 from discovery.urls import normalize_discovery_url
-
-from .config import Settings
-from .models import Endpoint, Jurisdiction, Provenance
-from .store import Store, StoreDnsCache
+from resolver.config import Settings
+from resolver.store import Store, StoreDnsCache
 
 #: How long to wait before asking again after DNS failed with nothing cached.
 RETRY_AFTER_FAILURE = 30.0

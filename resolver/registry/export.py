@@ -12,9 +12,9 @@ import shapely.geometry
 from fiona.crs import CRS
 from shapely.geometry import MultiPolygon, Polygon
 
-from .errors import InvalidInput
-from .models import Jurisdiction
-from .registry import registry_document
+from common.errors import InvalidInput
+from common.models import Jurisdiction
+from resolver.registry.documents import registry_document
 
 #: One GeoPackage layer; nested facts (endpoints, services) are JSON text columns.
 _SCHEMA: dict[str, Any] = {

@@ -1,13 +1,14 @@
 """Driving the pure core with facts that live elsewhere and expire.
 
-The core (``resolver/core.py``) decides from the jurisdictions it is given. Some facts about a
+The core (``resolver/core/decide.py``) decides from the jurisdictions it is given. Some facts of a
 jurisdiction are published elsewhere and have an expiry: its ``_open311`` TXT record (DNS TTL), its
 service discovery document and services list (HTTP caching, discovery ``changeset``). A
 :class:`FactSource` knows whether its facts about a jurisdiction are missing or expired and how to
 refresh them. The :class:`Answerer` asks the core first; only when the decision's candidates have
 missing or expired facts does it ask the sources for those jurisdictions (once each, however many
-requests wait for them), swap in a new :class:`~resolver.core.Resolver` that shares the spatial
-index, and answer again. Like dnspython's resolver: the core says what is needed, the driver asks.
+requests wait for them), swap in a new :class:`~resolver.core.decide.Resolver` that shares the
+spatial index, and answer again. Like dnspython's resolver: the core says what is needed, the
+driver asks.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Protocol
 
-from .core import Resolver
-from .models import Answer, Jurisdiction
+from common.models import Answer, Jurisdiction
+from resolver.core.decide import Resolver
 
 
 class FactSource(Protocol):

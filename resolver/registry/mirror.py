@@ -21,12 +21,11 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 
+from common.errors import RegistryError, SyncError
 from discovery.fetch import Fetcher, FetchError
-
-from .errors import RegistryError, SyncError
-from .federation import EntryVersion
-from .registry import REGISTRY_FORMAT, jurisdiction_from_feature
-from .store import ApplyReport, Change, ChangePage, Store
+from resolver.core.federation import EntryVersion
+from resolver.registry.documents import REGISTRY_FORMAT, jurisdiction_from_feature
+from resolver.store import ApplyReport, Change, ChangePage, Store
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .models import Service, ServiceMatch
+from common.models import Service, ServiceMatch
 
 _WORD = re.compile(r"[^\W_]+")
 #: The longest ending a concern word may add to a service word and still match it by prefix.

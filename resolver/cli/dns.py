@@ -11,18 +11,17 @@ from typing import Any, TypeVar
 import click
 
 from boundaries.cells import CellScheme
+from common.errors import InvalidInput
+from common.models import Answer
 from discovery.dns_publish import Publisher, TsigKey, read_key_file
 from discovery.fetch import Fetcher, FetchLimits, make_session
 from discovery.zone import DEFAULT_MAX_CELLS, ZoneOptions, write_zone
-
-from .config import SETTINGS_HELP, Settings, default_db_path
-from .core import Resolver
-from .dns_discovery import registry_answerer
-from .dns_source import dns_source
-from .errors import InvalidInput
-from .models import Answer
-from .registry import load_jurisdictions
-from .store import Store, StoreHttpCache
+from resolver.config import SETTINGS_HELP, Settings, default_db_path
+from resolver.core.decide import Resolver
+from resolver.registry.documents import load_jurisdictions
+from resolver.sources.dns import dns_source
+from resolver.sources.dns_registry import registry_answerer
+from resolver.store import Store, StoreHttpCache
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,6 +1,6 @@
 """The aiohttp API: the GeoWeb DNS protocol (``/service``) and the native ``/v1`` API.
 
-Handlers parse and validate, call the one :class:`~resolver.core.Resolver`, and serialize. Every
+Handlers parse and validate, call the one :class:`~resolver.core.decide.Resolver`, serialize. Every
 error leaves through :func:`error_middleware` as ``{"error": ..., "detail": ...}`` with a 4xx
 status; nothing else turns exceptions into responses.
 """
@@ -23,20 +23,19 @@ from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from boundaries.kml import placemark_document
+from common.errors import GeoWebError, InvalidInput, MissingParameter, PayloadTooLarge, UnknownType
+from common.models import Answer, Jurisdiction
 from discovery.fetch import Fetcher, FetchLimits, make_session
-
-from .answering import Answerer, FactSource
-from .config import Settings
-from .core import Resolver, parse_coordinate
-from .discovery_source import DiscoverySource, refresh_all
-from .dns_discovery import registry_answerer
-from .dns_source import dns_source
-from .errors import GeoWebError, InvalidInput, MissingParameter, PayloadTooLarge, UnknownType
-from .models import Answer, Jurisdiction
-from .registry import jurisdiction_to_feature, load_jurisdictions
-from .registry_api import REGISTRY, RegistryFollower
-from .registry_api import add_routes as add_registry_routes
-from .store import Store, StoreHttpCache, record_refresh, refresh_status
+from resolver.config import Settings
+from resolver.core.decide import Resolver, parse_coordinate
+from resolver.http.registry import REGISTRY, RegistryFollower
+from resolver.http.registry import add_routes as add_registry_routes
+from resolver.registry.documents import jurisdiction_to_feature, load_jurisdictions
+from resolver.sources.answering import Answerer, FactSource
+from resolver.sources.discovery import DiscoverySource, refresh_all
+from resolver.sources.dns import dns_source
+from resolver.sources.dns_registry import registry_answerer
+from resolver.store import Store, StoreHttpCache, record_refresh, refresh_status
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from common.errors import InvalidInput, SnapshotRequired
 from discovery.fetch import Fetcher
-
-from .answering import Answerer
-from .errors import InvalidInput, SnapshotRequired
-from .federation import timestamp
-from .registry import REGISTRY_FORMAT, jurisdiction_to_feature, registry_document
-from .store import Change, ChangePage, Store
+from resolver.core.federation import timestamp
+from resolver.registry.documents import REGISTRY_FORMAT, jurisdiction_to_feature, registry_document
+from resolver.sources.answering import Answerer
+from resolver.store import Change, ChangePage, Store
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/registry/changes", registry_changes)
     app.router.add_get("/v1/registry/status", registry_status)
     app.cleanup_ctx.append(registry_ctx)
-    from . import registration  # not at the top: registration imports REGISTRY from here
+    from resolver.registry import (
+        registration,  # not at the top: registration imports REGISTRY from here
+    )
 
     registration.add_routes(app)
 
@@ -211,7 +212,7 @@ async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background(follower: RegistryFollower) -> None:
-    from .mirror import sync_all
+    from resolver.registry.mirror import sync_all
 
     loop = asyncio.get_running_loop()
     next_sync = loop.time() if follower.mirror_interval > 0 else float("inf")

@@ -6,7 +6,7 @@ A resolver that knows nothing about an area answers a point like this::
           -> PTR <cell>.G._cells.<zone>            (one query; wildcards pick the leaf)
           -> candidate domains -> their _open311 TXT records (b= boundary URL, g= generation)
           -> fetch each boundary (discovery.fetch), check its generation
-          -> the core's exact covers test and rule (resolver.core.Resolver) -> Answer
+          -> the core's exact covers test and rule (resolver.core.decide.Resolver) -> Answer
 
 Every step goes through the caches: DNS answers for their TTL (``discovery.dns_lookup``, stale
 when the servers fail), boundaries by ``(URL, generation)`` (a new generation in DNS is a new
@@ -31,17 +31,16 @@ import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from boundaries.cells import CELLS_LABEL, point_cell
+from common.errors import GeoWebError, InvalidInput
+from common.models import Answer, Endpoint, Fallback, Jurisdiction, Provenance, boundary_generation
 from discovery.dns_lookup import DnsAnswer, DnsLookup
 from discovery.dns_records import Open311Record, RecordError, UrlPolicy, parse_rrset, record_name
 from discovery.fetch import Fetcher
 from discovery.zone import CellsPointer, generation_cell_name, parse_cells_pointer
-
-from .answering import Answerer, FactSource
-from .config import Settings
-from .core import Resolver, check_point, clean_concern
-from .dns_source import DnsFacts, DnsSource, dns_lookup, url_policy
-from .errors import GeoWebError, InvalidInput
-from .models import Answer, Endpoint, Fallback, Jurisdiction, Provenance, boundary_generation
+from resolver.config import Settings
+from resolver.core.decide import Resolver, check_point, clean_concern
+from resolver.sources.answering import Answerer, FactSource
+from resolver.sources.dns import DnsFacts, DnsSource, dns_lookup, url_policy
 
 log = logging.getLogger(__name__)
 

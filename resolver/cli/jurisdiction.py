@@ -17,8 +17,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import click
 
-from .cli_options import boundary_file_options
-from .errors import GeoWebError, InvalidInput
+from common.errors import GeoWebError, InvalidInput
+from resolver.cli.options import boundary_file_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -289,6 +289,7 @@ def publish(
     one attribute."""
     import shapely.geometry
 
+    from common.models import Endpoint, Jurisdiction
     from discovery.dns_records import (
         Open311Record,
         UrlPolicy,
@@ -298,11 +299,9 @@ def publish(
     )
     from discovery.generate import to_json
     from discovery.urls import normalize_base_url, normalize_discovery_url
-
-    from .cli_discovery import published_document
-    from .models import Endpoint, Jurisdiction
-    from .registration import check_jurisdiction_id, normalize_domain
-    from .registry import jurisdiction_to_feature
+    from resolver.cli.discovery import published_document
+    from resolver.registry.documents import jurisdiction_to_feature
+    from resolver.registry.registration import check_jurisdiction_id, normalize_domain
 
     domain = normalize_domain(domain)
     check_jurisdiction_id(jurisdiction_key)
@@ -399,7 +398,7 @@ def publish(
 def withdraw(jurisdiction_key: str, domain: str, registry: str, **challenge: Any) -> None:
     """Withdraw the domain's own entry from a registry: the same proof of control as publish
     (a challenge record under the domain), then the deletion, which reaches its mirrors."""
-    from .registration import check_jurisdiction_id, normalize_domain
+    from resolver.registry.registration import check_jurisdiction_id, normalize_domain
 
     domain = normalize_domain(domain)
     check_jurisdiction_id(jurisdiction_key)
@@ -410,7 +409,7 @@ def withdraw(jurisdiction_key: str, domain: str, registry: str, **challenge: Any
 
 
 def _expiry(text: str) -> str:
-    from .federation import timestamp
+    from resolver.core.federation import timestamp
 
     try:
         when = dt.datetime.fromisoformat(text)
@@ -424,7 +423,7 @@ def _read_boundary(path: Path, feature: str | None, layer: str | None, crs: str 
     """The one boundary feature meant (a ``BoundaryFeature``), read and repaired by
     ``boundaries.reader``."""
     from boundaries.reader import count_features, read_boundaries
-    from resolver.errors import BoundaryFileError
+    from common.errors import BoundaryFileError
 
     if feature is not None:
         field, sep, value = feature.partition("=")
@@ -449,7 +448,7 @@ def _some_attribute(path: Path, layer: str | None) -> str:
     """An attribute with a value in a one-feature file: the reader names features by one."""
     import fiona
 
-    from resolver.errors import BoundaryFileError
+    from common.errors import BoundaryFileError
 
     try:
         with fiona.open(path, layer=layer) as source:
@@ -569,7 +568,7 @@ async def _challenge_record(
 
 async def _wait_for(challenge: dict[str, Any], setup: ChallengeSetup) -> None:
     """Until DNS shows the challenge digest (the registry asks the same question)."""
-    from .registration import DnsCheckFailed, published_digests
+    from resolver.registry.registration import DnsCheckFailed, published_digests
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + setup.wait

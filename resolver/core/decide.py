@@ -29,10 +29,8 @@ import numpy as np
 import numpy.typing as npt
 
 from boundaries.index import BoundaryIndex
-
-from .concerns import ServiceCatalog
-from .errors import GeoWebError, InvalidCoordinates, InvalidInput, UnknownJurisdiction
-from .models import (
+from common.errors import GeoWebError, InvalidCoordinates, InvalidInput, UnknownJurisdiction
+from common.models import (
     Answer,
     Candidate,
     ConcernStatus,
@@ -44,6 +42,7 @@ from .models import (
     Provenance,
     ServiceMatch,
 )
+from resolver.core.concerns import ServiceCatalog
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry

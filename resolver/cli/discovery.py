@@ -11,8 +11,8 @@ from typing import Any
 import click
 import orjson
 
-from .cli_options import db_option, fetch_options, refresh_concurrency_option
-from .config import Settings
+from resolver.cli.options import db_option, fetch_options, refresh_concurrency_option
+from resolver.config import Settings
 
 
 def _limits(fetch_timeout: float, fetch_max_bytes: int) -> Any:
@@ -65,10 +65,9 @@ def generate(
     """Write a conformant discovery.json and discovery.xml for a jurisdiction of the store (or
     the embedded registry)."""
     from discovery.generate import to_json, to_xml
-
-    from .core import Resolver
-    from .registry import load_jurisdictions
-    from .store import Store
+    from resolver.core.decide import Resolver
+    from resolver.registry.documents import load_jurisdictions
+    from resolver.store import Store
 
     with Store(Settings(db=db).db_path) as store:
         jurisdictions, _source = load_jurisdictions(store)
@@ -175,12 +174,11 @@ async def _refresh(
     from tqdm import tqdm
 
     from discovery.fetch import Fetcher, make_session
-
-    from .answering import Answerer
-    from .core import Resolver
-    from .discovery_source import DiscoverySource, refresh_all
-    from .registry import load_jurisdictions
-    from .store import Store, StoreHttpCache, record_refresh
+    from resolver.core.decide import Resolver
+    from resolver.registry.documents import load_jurisdictions
+    from resolver.sources.answering import Answerer
+    from resolver.sources.discovery import DiscoverySource, refresh_all
+    from resolver.store import Store, StoreHttpCache, record_refresh
 
     failures: list[tuple[str, str]] = []
     with Store(db) as store:

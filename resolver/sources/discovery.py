@@ -1,4 +1,4 @@
-"""A :class:`~resolver.answering.FactSource` for Open311 service discovery and services lists.
+"""A :class:`~resolver.sources.answering.FactSource` for Open311 discovery and services lists.
 
 For a jurisdiction with a ``discovery_url`` it fetches the discovery document, chooses the endpoint
 (GeoReport v2, production before test, a format we parse; the others stay as alternatives), reads
@@ -29,11 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
+from common.models import Endpoint, Jurisdiction, Provenance, SourceKind
 from discovery.documents import ACCEPT, DocumentError, parse_discovery, parse_services
 from discovery.fetch import Fetched, Fetcher, FetchError
-
-from .answering import Answerer
-from .models import Endpoint, Jurisdiction, Provenance, SourceKind
+from resolver.sources.answering import Answerer
 
 #: Facts this source owns.
 FACTS = frozenset({"discovery", "endpoints", "services", "boundary"})

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .config import SETTINGS_HELP, Settings, default_db_path
+from resolver.config import SETTINGS_HELP, Settings, default_db_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 

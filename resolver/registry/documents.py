@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
-from .errors import RegistryError
-from .federation import timestamp
-from .models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
+from common.errors import RegistryError
+from common.models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
+from resolver.core.federation import timestamp
 
 if TYPE_CHECKING:
-    from .store import Store
+    from resolver.store import Store
 
 REGISTRY_FORMAT = "geowebdns-registry/1"
 

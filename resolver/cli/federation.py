@@ -11,9 +11,9 @@ from typing import Any
 import click
 import orjson
 
-from .cli_options import db_option
-from .config import SETTINGS_HELP, Settings
-from .errors import GeoWebError
+from common.errors import GeoWebError
+from resolver.cli.options import db_option
+from resolver.config import SETTINGS_HELP, Settings
 
 #: The largest change page or snapshot a sync reads (pages carry boundaries), in bytes.
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
@@ -30,8 +30,8 @@ def mirror() -> None:
 def mirror_add(url: str, db: str | None) -> None:
     """Mirror the registry served at URL (the base URL of a geoweb serve, or any server of
     /v1/registry/changes). The first sync reads it from the start."""
-    from .mirror import normalize_upstream
-    from .store import Store
+    from resolver.registry.mirror import normalize_upstream
+    from resolver.store import Store
 
     upstream = normalize_upstream(url)
     with Store(Settings(db=db).db_path) as store:
@@ -44,8 +44,8 @@ def mirror_add(url: str, db: str | None) -> None:
 @db_option
 def mirror_remove(url: str, db: str | None) -> None:
     """Stop mirroring URL. Entries already mirrored stay until a newer copy or a deletion comes."""
-    from .mirror import normalize_upstream
-    from .store import Store
+    from resolver.registry.mirror import normalize_upstream
+    from resolver.store import Store
 
     upstream = normalize_upstream(url)
     with Store(Settings(db=db).db_path) as store:
@@ -59,7 +59,7 @@ def mirror_remove(url: str, db: str | None) -> None:
 @db_option
 def mirror_list(as_json: bool, db: str | None) -> None:
     """The mirrored registries: how far each was read, and the last failure."""
-    from .store import Store
+    from resolver.store import Store
 
     with Store(Settings(db=db).db_path) as store:
         mirrors = store.mirrors()
@@ -128,11 +128,10 @@ async def _sync_round(
 ) -> bool:
     from tqdm import tqdm
 
+    from common.errors import SyncError
     from discovery.fetch import Fetcher, FetchLimits, make_session
-
-    from .errors import SyncError
-    from .mirror import sync_mirror
-    from .store import Store
+    from resolver.registry.mirror import sync_mirror
+    from resolver.store import Store
 
     limits = FetchLimits(
         connect_timeout=min(5.0, timeout), total_timeout=timeout, max_bytes=max_bytes
@@ -172,7 +171,7 @@ def registry() -> None:
 @db_option
 def registry_status(db: str | None) -> None:
     """Print the registry id, serial, entries, upstreams and the latest conflicts as JSON."""
-    from .store import Store
+    from resolver.store import Store
 
     with Store(Settings(db=db).db_path) as store:
         body = {
@@ -191,8 +190,8 @@ def registry_status(db: str | None) -> None:
 def registry_export(out: Path, db: str | None) -> None:
     """Write the registry to OUT: a GeoPackage (.gpkg) for GIS software, or the registry's
     GeoJSON (.geojson/.json) as GET /v1/registry serves it."""
-    from .export import export_registry
-    from .store import Store
+    from resolver.registry.export import export_registry
+    from resolver.store import Store
 
     with Store(Settings(db=db).db_path) as store:
         registry_id, serial, entries = store.snapshot()

@@ -47,9 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from boundaries.repair import repair_polygonal, split_antimeridian
-from discovery.urls import is_hostname, normalize_base_url, normalize_discovery_url
-
-from .errors import (
+from common.errors import (
     Forbidden,
     GeoWebError,
     InvalidInput,
@@ -58,11 +56,12 @@ from .errors import (
     StoreError,
     UnknownJurisdiction,
 )
-from .federation import domain_origin, timestamp
-from .models import Endpoint, Jurisdiction, Provenance
-from .registry import jurisdiction_from_feature
-from .registry_api import REGISTRY
-from .store import ChallengeRow, JurisdictionRow, Store
+from common.models import Endpoint, Jurisdiction, Provenance
+from discovery.urls import is_hostname, normalize_base_url, normalize_discovery_url
+from resolver.core.federation import domain_origin, timestamp
+from resolver.http.registry import REGISTRY
+from resolver.registry.documents import jurisdiction_from_feature
+from resolver.store import ChallengeRow, JurisdictionRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -720,7 +719,9 @@ def add_routes(app: web.Application) -> None:
 
 async def registrar_ctx(app: web.Application) -> AsyncIterator[None]:
     """The registrar, on the server's store and with its DNS settings."""
-    from .api import SETTINGS  # here, not at the top: api.py imports the module that imports us
+    from resolver.http.app import (
+        SETTINGS,  # here, not at the top: api.py imports the module that imports us
+    )
 
     settings = app[SETTINGS]
     app[REGISTRAR] = Registrar(

@@ -1,6 +1,6 @@
 """Rebuild ``registry_data/registry.geojson`` from the shared data.
 
-    python -m registry_data.build [--shared PATH] [--output PATH] [--check] [--table]
+    python -m tools.build_registry [--shared PATH] [--output PATH] [--check] [--table]
 
 Every server of ``open311-servers.yml`` (the Open311 wiki's list) and every endpoint of
 ``open311-endpoints-r311.json`` (rOpenGov r311, 2025) becomes a jurisdiction; entries naming the
@@ -29,9 +29,9 @@ import shapely.geometry
 import yaml
 from shapely.geometry.base import BaseGeometry
 
+from common.models import GEOREPORT_V2, Endpoint, Jurisdiction, Provenance
 from discovery.urls import is_hostname, normalize_base_url, normalize_discovery_url
-from resolver.models import GEOREPORT_V2, Endpoint, Jurisdiction, Provenance
-from resolver.registry import read_registry, registry_document
+from resolver.registry.documents import read_registry, registry_document
 
 SERVERS = "open311-servers.yml"
 R311 = "open311-endpoints-r311.json"
@@ -39,7 +39,7 @@ COUNTIES = "us-counties.geojson"
 COUNTRIES = "world-countries-50m.geojson"
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "registry.geojson"
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "registry_data" / "registry.geojson"
 
 #: Hosts of platforms that serve many jurisdictions: a jurisdiction_id under one of them names
 #: the platform, not the jurisdiction, so it is never taken as the jurisdiction's domain.
@@ -192,7 +192,7 @@ _BOUNDARY_NOTES = {COUNTIES: _CENSUS, COUNTRIES: _NATURAL_EARTH}
 
 REGISTRY_META: dict[str, Any] = {
     "name": "GeoWeb DNS embedded registry",
-    "built_by": "python -m registry_data.build",
+    "built_by": "python -m tools.build_registry",
     "sources": [
         {
             "file": SERVERS,
@@ -680,7 +680,7 @@ def merge_table(entries: list[Entry]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m registry_data.build", description="Rebuild the embedded registry."
+        prog="python -m tools.build_registry", description="Rebuild the embedded registry."
     )
     parser.add_argument(
         "--shared", type=Path, default=DEFAULT_SHARED, help="the shared data folder"
@@ -703,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = output.read_bytes() if output.exists() else b""
         if current != text.encode("utf-8"):
-            print(f"{output} is not current; run python -m registry_data.build", file=sys.stderr)
+            print(f"{output} is not current; run python -m tools.build_registry", file=sys.stderr)
             return 1
         print(f"{output} is current ({len(jurisdictions)} jurisdictions)")
         return 0

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boundaries.reader import BoundaryReport, read_boundaries
+from common.errors import InvalidInput
+from common.models import Endpoint, Jurisdiction, Provenance
 from discovery.urls import normalize_base_url, normalize_discovery_url
-
-from .errors import InvalidInput
-from .models import Endpoint, Jurisdiction, Provenance
-from .store import Store
+from resolver.store import Store
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ from typing import IO, Any
 import click
 import orjson
 
-from .cli_options import (
+from common.errors import GeoWebError
+from common.models import Answer
+from resolver.cli.options import (
     boundary_file_options,
     db_option,
     dns_options,
@@ -23,12 +25,10 @@ from .cli_options import (
     refresh_loop_options,
     registry_loop_options,
 )
-from .config import DEFAULT_PORT, SETTINGS_HELP, Settings
-from .core import Resolver, parse_coordinate
-from .errors import GeoWebError
-from .models import Answer
-from .registry import load_jurisdictions
-from .store import Store
+from resolver.config import DEFAULT_PORT, SETTINGS_HELP, Settings
+from resolver.core.decide import Resolver, parse_coordinate
+from resolver.registry.documents import load_jurisdictions
+from resolver.store import Store
 
 #: Columns ``resolve-batch`` appends to every input row.
 ANSWER_COLUMNS = (
@@ -108,7 +108,7 @@ def _open_resolver(db: str | None, fallback_url: str | None, fallback_name: str)
 def serve(**options: Any) -> None:
     """Serve the HTTP API (GeoWeb DNS /service and /v1). With an empty store, serves the
     embedded registry."""
-    from .api import create_app, run_server
+    from resolver.http.app import create_app, run_server
 
     settings = Settings(**options)
     run_server(create_app(settings), settings.host, settings.port)
@@ -135,7 +135,7 @@ def resolve(lat: str, long_: str, concern: str | None, as_json: bool, **options:
     if settings.dns_nameserver:
         import asyncio
 
-        from .cli_dns import resolve_with_dns
+        from resolver.cli.dns import resolve_with_dns
 
         answer = asyncio.run(resolve_with_dns(settings, *point, concern))
     else:
@@ -258,8 +258,7 @@ def import_(file: Path, db: str | None, **options: Any) -> None:
     from tqdm import tqdm
 
     from boundaries.reader import count_features
-
-    from .importing import ImportOptions, import_boundary_file
+    from resolver.registry.importing import ImportOptions, import_boundary_file
 
     settings = Settings(db=db)
     import_options = ImportOptions(**options)
@@ -299,18 +298,18 @@ def jurisdictions(as_json: bool, db: str | None) -> None:
         click.echo(f"{j.id}\t{j.name}\t{boundary}\t{endpoint}")
 
 
-from .cli_discovery import register_commands  # noqa: E402  (issue 4: discovery, refresh)
+from resolver.cli.discovery import register_commands  # noqa: E402  (issue 4: discovery, refresh)
 
 register_commands(main)
 
-from .cli_dns import register_commands as register_dns  # noqa: E402  (issue 3: zone, publish)
+from resolver.cli.dns import register_commands as register_dns  # noqa: E402  (issue 3: zone, publish)
 
 register_dns(main)
 
-from .cli_federation import register_commands as register_federation  # noqa: E402  (issue 5)
+from resolver.cli.federation import register_commands as register_federation  # noqa: E402  (issue 5)
 
 register_federation(main)
 
-from .cli_jurisdiction import register_commands as register_jurisdiction  # noqa: E402  (issue 5)
+from resolver.cli.jurisdiction import register_commands as register_jurisdiction  # noqa: E402  (issue 5)
 
 register_jurisdiction(main)

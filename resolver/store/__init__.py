@@ -6,7 +6,7 @@ sync leaves the previous data as it was.
 
 The store is also a registry (docs/registry.md): it has an id and a serial, every change of an entry
 takes the next serial, deletions leave tombstones, and changes from mirrored registries are applied
-by the rules in ``resolver/federation.py``.
+by the rules in ``resolver/core/federation.py``.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .errors import InvalidInput, SnapshotRequired, StoreError
-from .federation import EntryVersion, timestamp, why_newer
-from .models import Endpoint, Jurisdiction, Provenance, Service
+from common.errors import InvalidInput, SnapshotRequired, StoreError
+from common.models import Endpoint, Jurisdiction, Provenance, Service
+from resolver.core.federation import EntryVersion, timestamp, why_newer
+from resolver.store.schema import Base
 
 if TYPE_CHECKING:
     from discovery.fetch import Fetched
@@ -60,10 +61,6 @@ SCHEMA_VERSION = 2
 TOMBSTONE_DAYS = 30
 
 log = logging.getLogger(__name__)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class MetaRow(Base):
@@ -140,8 +137,9 @@ class ConflictRow(Base):
 
 
 class ChallengeRow(Base):
-    """A domain-control challenge of a registration (``resolver/registration.py``). Keyed by the
-    digest the domain publishes, never the token; times are registry timestamps (sort as text).
+    """A domain-control challenge of a registration (``resolver/registry/registration.py``).
+    Keyed by the digest the domain publishes, never the token; times are registry timestamps
+    (sort as text).
     A new table: ``create_all`` adds it to older stores, so SCHEMA_VERSION is unchanged."""
 
     __tablename__ = "challenges"

@@ -1,0 +1,1 @@
+"""The decision core: pure functions and immutable objects, no I/O."""

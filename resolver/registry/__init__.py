@@ -1,0 +1,1 @@
+"""Registries: the embedded one, imports, exports, mirroring and registration."""

@@ -1,0 +1,1 @@
+"""Facts fetched for the core: DNS, discovery documents, a DNS registry zone."""
