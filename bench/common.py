@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-COUNTIES = Path("/work/shared/data/us-counties.geojson")
+#: The shared data beside the repository (``python -m bench --data`` names another file).
+COUNTIES = REPO.parent / "shared" / "data" / "us-counties.geojson"
 #: The US bounding box the random points are drawn from.
 LAT_RANGE = (24.5, 49.5)
 LONG_RANGE = (-125.0, -66.9)
@@ -43,7 +44,7 @@ def latency_stats(durations_ns: np.ndarray, wall_s: float | None = None) -> dict
     }
 
 
-def build_store(workdir: Path) -> tuple[Path, float]:
+def build_store(workdir: Path, counties: Path = COUNTIES) -> tuple[Path, float]:
     """Import the US counties into a fresh SQLite store with ``geoweb import``; (path, seconds)."""
     db = workdir / "counties.sqlite"
     start = time.perf_counter()
@@ -53,7 +54,7 @@ def build_store(workdir: Path) -> tuple[Path, float]:
             "-m",
             "resolver",
             "import",
-            str(COUNTIES),
+            str(counties),
             "--id-field",
             "geoid",
             "--name-field",

@@ -205,7 +205,7 @@ async def _cold(port: int, points: list[tuple[float, float]]) -> dict[str, Any]:
         discovery, session = _discovery(port)
         try:
             start = time.perf_counter_ns()
-            answers.append(await discovery.resolve(lat, long))
+            answers.append(await discovery.answer(lat, long))
             durations.append(time.perf_counter_ns() - start)
             queries.append(discovery.lookup.stats.queries)
             fetches.append(discovery.fetcher.stats.misses)
@@ -231,7 +231,7 @@ async def _shared(port: int, points: list[tuple[float, float]]) -> dict[str, Any
             queries, fetches = stats.queries, discovery.fetcher.stats.misses
             for lat, long in points:
                 start = time.perf_counter_ns()
-                answers.append(await discovery.resolve(lat, long))
+                answers.append(await discovery.answer(lat, long))
                 durations.append(time.perf_counter_ns() - start)
             out[name] = {
                 "latency": latency_stats(np.asarray(durations)),
@@ -246,7 +246,7 @@ async def _shared(port: int, points: list[tuple[float, float]]) -> dict[str, Any
 
     async def one(lat: float, long: float) -> Answer:
         async with limit:
-            return await discovery.resolve(lat, long)
+            return await discovery.answer(lat, long)
 
     try:
         start = time.perf_counter()

@@ -3,6 +3,7 @@ by :mod:`bench.loadgen` in a third process. Everything on 127.0.0.1; every wait 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,11 +38,24 @@ CLIENT_CPUS = {1}
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux /proc)."""
+def _own_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process and its live children (``--workers``) have used
+    (Linux /proc)."""
+    total = _own_cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        with contextlib.suppress(OSError):  # a child that has just exited
+            total += _own_cpu_seconds(int(child))
+    return total
 
 
 def free_port() -> int:
@@ -87,8 +101,11 @@ def server(args: list[str], port: int, log: Path):
                     process.wait(timeout=10)
 
 
-def geoweb_serve_args(db: Path, port: int) -> list[str]:
-    return ["-m", "resolver", "serve", "--host", HOST, "--port", str(port), "--db", str(db)]
+def geoweb_serve_args(db: Path, port: int, *extra: str) -> list[str]:
+    """``geoweb serve`` with one worker unless ``extra`` says otherwise (the last
+    ``--workers`` given wins)."""
+    args = ["-m", "resolver", "serve", "--host", HOST, "--port", str(port), "--db", str(db)]
+    return [*args, "--workers", "1", *extra]
 
 
 def write_paths(workdir: Path, lats: list[float], longs: list[float]) -> dict[str, Path]:
@@ -275,6 +292,74 @@ def run(
         )
         for c in cs
     }
+    return out
+
+
+def run_peers(
+    servers: dict[str, list[str]],
+    paths: dict[str, Path],
+    concurrencies: tuple[int, ...],
+    duration: float,
+    max_requests: int,
+    rounds: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Requests/s and server CPU per request of several servers on the same request paths, all
+    up throughout and loaded one at a time in rotated order. ``servers`` maps a name to the
+    arguments of ``python`` with ``{port}`` where the port goes; ``paths`` the name to its paths.
+    Each cell: the median round (rps and CPU per request), with every round kept."""
+    ports = {name: free_port() for name in servers}
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {
+        name: {str(c): [] for c in concurrencies} for name in servers
+    }
+    with contextlib.ExitStack() as stack:
+        pids = {}
+        for name, args in servers.items():
+            port = ports[name]
+            filled = [a.replace("{port}", str(port)) for a in args]
+            process = stack.enter_context(server(filled, port, workdir / f"{name}.log"))
+            pids[name] = process.pid
+        names = list(servers)
+        for name in names:  # warm-up, not counted
+            load(pids[name], ports[name], paths[name], max(concurrencies), duration, max_requests)
+        for round_ in range(rounds):
+            for k, c in enumerate(concurrencies):
+                shift = (round_ + k) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    cell = load(pids[name], ports[name], paths[name], c, duration, max_requests)
+                    samples[name][str(c)].append(cell)
+    out: dict[str, Any] = {"rounds": rounds, "duration_s": duration, "servers": {}}
+    for name, cells in samples.items():
+        out["servers"][name] = {
+            c: {
+                "rps": statistics.median(r["rps"] for r in runs),
+                "rps_all_rounds": [r["rps"] for r in runs],
+                "p50_us": statistics.median(r["p50_us"] for r in runs),
+                "p99_us": statistics.median(r["p99_us"] for r in runs),
+                "server_cpu_us_per_request": statistics.median(
+                    r["server_cpu_us_per_request"] for r in runs
+                ),
+                "non_2xx": sum(r.get("non_2xx", 0) for r in runs),
+            }
+            for c, runs in cells.items()
+        }
+    out["paired"] = samples
+    return out
+
+
+def paired_ratios(peers: dict[str, Any], top: str, bottom: str) -> dict[str, dict[str, float]]:
+    """Per concurrency: min, median and max over rounds of ``top`` rps / ``bottom`` rps, each
+    round's pair loaded back to back."""
+    out = {}
+    for c, runs in peers["paired"][top].items():
+        ratios = [
+            a["rps"] / b["rps"] for a, b in zip(runs, peers["paired"][bottom][c], strict=True)
+        ]
+        out[c] = {
+            "min": min(ratios),
+            "median": statistics.median(ratios),
+            "max": max(ratios),
+        }
     return out
 
 

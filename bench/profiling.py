@@ -35,8 +35,34 @@ FOCUS = (
 )
 
 
+#: Where a server's own time goes, by the function's file or name (first match wins); what
+#: matches none is "other" (the event loop, the interpreter, the standard library).
+CATEGORIES = (
+    ("access log", ("web_log.py", "LeanAccessLogger", "LineBuffer", "logging/__init__.py")),
+    ("socket writes", ("(send)", "(write)", "(writelines)", "_http_writer", "http_writer.py")),
+    ("HTTP parsing", ("http_parser.py", "(feed_data)", "_http_parser")),
+    ("index lookup (boundaries/)", ("boundaries/",)),
+    ("our handlers and middlewares (resolver/)", ("resolver/",)),
+    ("aiohttp request handling", ("aiohttp/",)),
+)
+
+
+def categories(rows: list[dict[str, Any]], total: float) -> dict[str, float]:
+    """Share of profiled own time per :data:`CATEGORIES` entry, in percent."""
+    shares = dict.fromkeys([name for name, _ in CATEGORIES] + ["other"], 0.0)
+    for row in rows:
+        for name, patterns in CATEGORIES:
+            if any(p in row["function"] for p in patterns):
+                shares[name] += row["tottime_s"]
+                break
+        else:
+            shares["other"] += row["tottime_s"]
+    return {k: 100.0 * v / total if total else 0.0 for k, v in shares.items()}
+
+
 def summary(stats: pstats.Stats, limit: int = 14) -> dict[str, Any]:
-    """The top functions by own time and by cumulative time, as plain rows."""
+    """The top functions by own time and by cumulative time, as plain rows, and the share of
+    own time per category."""
     rows = []
     total = stats.total_tt  # type: ignore[attr-defined]
     for (filename, line, name), (_cc, calls, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
@@ -56,7 +82,13 @@ def summary(stats: pstats.Stats, limit: int = 14) -> dict[str, Any]:
         for r in sorted(rows, key=lambda r: r["cumtime_s"], reverse=True)
         if any(f in r["function"] for f in FOCUS) and "resolver/cli/main.py" not in r["function"]
     ][: 2 * limit]
-    return {"total_s": total, "by_tottime": by_tt, "by_cumtime": by_ct, "focus": focus}
+    return {
+        "total_s": total,
+        "by_tottime": by_tt,
+        "by_cumtime": by_ct,
+        "focus": focus,
+        "categories": categories(rows, total),
+    }
 
 
 def profile_call(fn: Callable[[], Any], limit: int = 14) -> dict[str, Any]:

@@ -239,6 +239,19 @@ class BoundaryIndex:
         keys = np.unique(which.astype(np.intp) * span + owners)
         return keys // span, keys % span
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its pieces (WKB), owners and grid; the R-tree and the point locators are
+        built again on loading (GEOS objects do not pickle, and they take little of the build)."""
+        state = {
+            "max_vertices": self.max_vertices,
+            "size": self._size,
+            "positions": self._positions,
+            "pieces": shapely.to_wkb(self._pieces),
+            "owners": self._owners,
+            "grid": self._grid,
+        }
+        return _restore_index, (state,)
+
     def _warm_up(self) -> None:
         """Build the R-tree and every piece's point locator now; GEOS builds them on first use."""
         self._tree.query(shapely.points((0.0, 0.0)))
@@ -246,6 +259,22 @@ class BoundaryIndex:
             shapely.covers(
                 self._pieces, shapely.get_point(shapely.get_exterior_ring(self._pieces), 0)
             )
+
+
+def _restore_index(state: dict[str, Any]) -> BoundaryIndex:
+    index = BoundaryIndex.__new__(BoundaryIndex)
+    index.max_vertices = state["max_vertices"]
+    index._size = state["size"]
+    index._positions = state["positions"]
+    index._pieces = np.empty(len(state["pieces"]), dtype=object)
+    index._pieces[:] = list(shapely.from_wkb(state["pieces"]))
+    index._owners = state["owners"]
+    index.pieces = len(index._pieces)
+    index._tree = shapely.STRtree(index._pieces)
+    shapely.prepare(index._pieces)
+    index._warm_up()
+    index._grid = state["grid"]
+    return index
 
 
 class _Grid:
@@ -291,6 +320,7 @@ class _Grid:
         for entry in self.sets:
             entry.flags.writeable = False
         self.outside = len(self.sets) - 1
+        self._arguments = (bounds, cell, shift, columns, coarse, fine, members, set_sizes, regions)
         self.stats = GridStats(
             cell_degrees=cell,
             block_cells=1 << shift,
@@ -300,6 +330,9 @@ class _Grid:
             regions=regions,
             nbytes=coarse.nbytes + fine.nbytes + members.nbytes + 2 * set_sizes.nbytes,
         )
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _Grid, self._arguments
 
     def find(self, lat: float, long: float) -> int:
         """The set number of the point's cell, or ``-1`` when the exact path must answer."""

@@ -9,26 +9,38 @@ kept as a note on that feature (its geometry is then ``None``), never dropped si
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import fiona
-import fiona.transform
 import numpy as np
 import shapely
-from fiona.crs import CRS
 from numpy.typing import NDArray
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from shapely.validation import explain_validity
 
-from boundaries.repair import REPAIRED, polygonal_parts, repair_polygonal, split_antimeridian
-from common.errors import BoundaryFileError
+from boundaries.geojson import clean_boundary
+from boundaries.repair import REPAIRED, polygonal_parts
+from common.errors import BoundaryFileError, InvalidBoundary
+
+if TYPE_CHECKING:
+    from fiona.crs import CRS
 
 __all__ = ["BoundaryFeature", "BoundaryReport", "count_features", "read_boundaries"]
+
+
+def _fiona() -> Any:
+    """fiona (GDAL), imported when a file is read: it takes a tenth of a second to import, and
+    ``geoweb serve`` never reads a boundary file."""
+    import fiona
+    import fiona.crs
+    import fiona.transform
+
+    return fiona
+
 
 #: Target CRS; fiona uses the traditional GIS axis order, so x is the longitude.
 WGS84 = "EPSG:4326"
@@ -100,6 +112,8 @@ def read_boundaries(
     """
     where = _existing(path)
     name = str(path)
+    _check_shapefile_length(where, name)
+    _check_no_nul(where, name)
     with _open(where, layer) as source:
         if source.schema.get("geometry") == "None":
             raise BoundaryFileError(name, "not a boundary file: it has no geometry column")
@@ -121,7 +135,7 @@ def read_boundaries(
                 )
                 if progress is not None:
                     progress(1)
-        except (fiona.errors.FionaError, OSError, ValueError) as exc:
+        except (_fiona().errors.FionaError, OSError, ValueError) as exc:
             raise BoundaryFileError(name, f"cannot read feature #{len(rows) + 1}: {exc}") from exc
 
     ids = [_as_id(row.id) for row in rows]
@@ -159,12 +173,70 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     return where
 
 
+def _check_shapefile_length(where: Path, name: str) -> None:
+    """Refuse a shapefile whose ``.shp`` is shorter than its header or its index (``.shx``)
+    says: GDAL hands back the records cut off as features without geometry, and importing them
+    would replace stored boundaries with none."""
+    if where.suffix.lower() != ".shp" or not where.is_file():
+        return
+    size = where.stat().st_size
+    with where.open("rb") as shp:
+        header = shp.read(100)
+    if len(header) < 100:
+        raise BoundaryFileError(name, f"the .shp is truncated: {size} bytes, not even a header")
+    declared = int.from_bytes(header[24:28], "big") * 2
+    if declared > size:
+        raise BoundaryFileError(
+            name,
+            f"the .shp is truncated: its header says {declared} bytes, the file has {size}",
+        )
+    index = next(
+        (p for p in (where.with_suffix(".shx"), where.with_suffix(".SHX")) if p.is_file()), None
+    )
+    if index is None:
+        return
+    records = np.frombuffer(index.read_bytes()[100:], dtype=">i4")
+    records = records[: len(records) // 2 * 2].reshape(-1, 2).astype(np.int64)
+    ends = records[:, 0] * 2 + 8 + records[:, 1] * 2
+    short = np.flatnonzero(ends > size)
+    if short.size:
+        raise BoundaryFileError(
+            name,
+            f"the .shp is truncated: {short.size} of {len(ends)} records end past its "
+            f"{size} bytes (from record #{short[0] + 1}, as its index {index.name} says)",
+        )
+
+
+#: A JSON ``\u0000`` escape (not an escaped backslash followed by ``u0000``).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _check_no_nul(where: Path, name: str) -> None:
+    """Refuse a GeoJSON file with a NUL character in it: GDAL reads text up to the first NUL,
+    so a name would be cut short without a word."""
+    if where.suffix.lower() not in (".geojson", ".json") or not where.is_file():
+        return
+    with where.open("rb") as file:
+        tail = b""
+        while chunk := file.read(16 * 1024 * 1024):
+            data, tail = tail + chunk, chunk[-64:]  # an escape may straddle two chunks
+            if b"\x00" in data or _JSON_NUL.search(data):
+                break
+        else:
+            return
+    raise BoundaryFileError(
+        name,
+        "a text value holds a NUL character (\\u0000), which would cut it short; "
+        "remove it from the file",
+    )
+
+
 def _open(where: Path, layer: str | None) -> Any:
     """The opened fiona collection of the one layer meant."""
     name = str(where)
     try:
-        layers = fiona.listlayers(where)
-    except (fiona.errors.FionaError, OSError, ValueError) as exc:
+        layers = _fiona().listlayers(where)
+    except (_fiona().errors.FionaError, OSError, ValueError) as exc:
         raise BoundaryFileError(name, f"not a boundary file: GDAL cannot read it ({exc})") from exc
     if layer is None and len(layers) > 1:
         raise BoundaryFileError(
@@ -175,8 +247,8 @@ def _open(where: Path, layer: str | None) -> Any:
             name, f"no layer {layer!r}; the layers are: {', '.join(layers) or 'none'}"
         )
     try:
-        return fiona.open(where, layer=layer)
-    except (fiona.errors.FionaError, OSError, ValueError) as exc:
+        return _fiona().open(where, layer=layer)
+    except (_fiona().errors.FionaError, OSError, ValueError) as exc:
         raise BoundaryFileError(name, f"not a boundary file: GDAL cannot read it ({exc})") from exc
 
 
@@ -185,8 +257,8 @@ def _source_crs(source: Any, name: str, assume_crs: str | None) -> CRS:
     assumed: CRS | None = None
     if assume_crs is not None:
         try:
-            assumed = CRS.from_user_input(assume_crs)
-        except fiona.errors.CRSError as exc:
+            assumed = _fiona().crs.CRS.from_user_input(assume_crs)
+        except _fiona().errors.CRSError as exc:
             raise BoundaryFileError(name, f"unknown CRS {assume_crs!r}: {exc}") from exc
     if declared is None and assumed is None:
         raise BoundaryFileError(
@@ -291,12 +363,14 @@ def _reproject(
     array[:] = [geometries[i] for i in present]
 
     def to_wgs84(coords: NDArray[np.float64]) -> NDArray[np.float64]:
-        xs, ys = fiona.transform.transform(crs, WGS84, coords[:, 0].tolist(), coords[:, 1].tolist())
+        xs, ys = _fiona().transform.transform(
+            crs, WGS84, coords[:, 0].tolist(), coords[:, 1].tolist()
+        )
         return np.column_stack((np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)))
 
     try:
         moved = shapely.transform(array, to_wgs84)
-    except (fiona.errors.FionaError, ValueError) as exc:
+    except (_fiona().errors.FionaError, ValueError) as exc:
         raise BoundaryFileError(name, f"cannot reproject from {crs.to_string()}: {exc}") from exc
     result = list(geometries)
     for i, geometry in zip(present, moved, strict=True):
@@ -331,21 +405,20 @@ def _check_range(
 
 
 def _clean(geometry: BaseGeometry | None, notes: list[str]) -> BaseGeometry | None:
-    """Split at the antimeridian, then repair; notes say what was done."""
+    """The feature's boundary by the rules every boundary path applies (``boundaries.geojson``:
+    split at the antimeridian, repaired); notes say what was done, or why there is none."""
     if geometry is None:
         return None
+    coordinates = shapely.get_coordinates(geometry)
+    if len(coordinates) and (np.abs(coordinates[:, 1]) > 90.0).any():
+        # Reprojection rounds a pole to a hair past it (_check_range allows that much).
+        geometry = shapely.transform(
+            geometry, lambda c: np.column_stack((c[:, 0], np.clip(c[:, 1], -90.0, 90.0)))
+        )
     try:
-        split = split_antimeridian(geometry)
-        if split is not geometry:
-            reason = "" if geometry.is_valid else f"{explain_validity(geometry)}: "
-            notes.append(
-                f"{reason}crossed the antimeridian; {REPAIRED} by splitting at ±180 "
-                f"into {len(polygonal_parts(split))} part(s)"
-            )
-        repaired, repair_notes = repair_polygonal(split)
-    except shapely.errors.GEOSException as exc:
-        # GEOS gives up on some pathological rings; keep the feature, say why it has no boundary.
-        notes.append(f"cannot be repaired: {exc}")
+        repaired, repairs = clean_boundary(geometry)
+    except InvalidBoundary as error:
+        notes.append(error.detail)
         return None
-    notes.extend(repair_notes)
+    notes.extend(repairs)
     return repaired

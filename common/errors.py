@@ -64,12 +64,6 @@ class InvalidCoordinates(InvalidInput):
     code = "invalid_coordinates"
 
 
-class UnknownType(InvalidInput):
-    """The GeoWeb DNS type URI is not one this server answers for."""
-
-    code = "unknown_type"
-
-
 class PayloadTooLarge(GeoWebError):
     """The request is larger than this server accepts."""
 
@@ -100,6 +94,15 @@ class BoundaryFileError(InvalidInput):
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}", path=path, reason=reason)
+
+
+class InvalidBoundary(InvalidInput):
+    """The boundary is not a usable polygon in WGS84 longitude/latitude."""
+
+    code = "invalid_boundary"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, reason=reason)
 
 
 class StoreError(GeoWebError):

@@ -6,7 +6,9 @@ geometries are shapely objects in GeoJSON order, x = longitude, y = latitude.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -42,9 +44,10 @@ class Provenance:
     retrieved: str | None = None
     expires: str | None = None
     note: str | None = None
-    #: DNS facts (issue 3): the TTL left when answered, in seconds; ``stale``: served from cache
-    #: because DNS failed (RFC 8767); ``verified``: the domain's own record agrees with the
-    #: registry; ``authenticated``: the answer had the DNSSEC AD flag from a validating resolver.
+    #: DNS facts, so a client can tell how fresh and how trustworthy each one is: the TTL left
+    #: when answered, in seconds; ``stale``: served from cache because DNS failed (RFC 8767);
+    #: ``verified``: the domain's own record agrees with the registry; ``authenticated``: the
+    #: answer had the DNSSEC AD flag from a validating resolver.
     ttl: int | None = None
     stale: bool | None = None
     verified: bool | None = None
@@ -130,12 +133,87 @@ class Endpoint:
         )
 
 
+#: Endpoint formats whose services lists can be read (compared lowercased).
+PARSEABLE_FORMATS = frozenset({"application/json", "text/xml", "application/xml", "text/json"})
+
+
+def parses(endpoint: Endpoint) -> bool:
+    """Whether the endpoint offers a format we read services lists in (none listed: assume XML,
+    which GeoReport v2 requires)."""
+    return not endpoint.formats or any(f.lower() in PARSEABLE_FORMATS for f in endpoint.formats)
+
+
+def choose_endpoint(endpoints: Sequence[Endpoint]) -> tuple[Endpoint | None, tuple[Endpoint, ...]]:
+    """The endpoint clients should use, and the others in order of preference.
+
+    The one rule, for discovery documents and registry entries alike: current GeoReport v2
+    first, production before test, one with a format we parse before one without; the given
+    order breaks ties. ``None`` when no endpoint is current GeoReport v2.
+    """
+
+    def rank(item: tuple[int, Endpoint]) -> tuple[int, int, int, int]:
+        position, e = item
+        return (
+            0 if e.usable else 1,
+            0 if e.type == "production" else 1,
+            0 if parses(e) else 1,
+            position,
+        )
+
+    ordered = [e for _, e in sorted(enumerate(endpoints), key=rank)]
+    if not ordered or not ordered[0].usable:
+        return None, tuple(ordered)
+    return ordered[0], tuple(ordered[1:])
+
+
+#: The grid (degrees) a boundary is snapped to before its generation is computed: 1e-7 degrees
+#: is 1.1 cm, far finer than any boundary's survey and far coarser than the 1e-12 degrees of
+#: float round-off a reprojection round trip (to EPSG:3857 or a state plane and back) leaves.
+GENERATION_GRID = 1e-7
+
+#: What the generation is computed on: bump it when :func:`canonical_boundary` changes, so
+#: that stores recompute the generations they hold.
+GENERATION_SCHEME = 2
+
+
+def canonical_boundary(geometry: BaseGeometry) -> BaseGeometry:
+    """The form of a boundary its generation is computed on.
+
+    Coordinates snapped to :data:`GENERATION_GRID` (so float round-off does not count), repeated
+    vertices and parts smaller than one grid cell dropped, and the geometry normalized (rings
+    oriented the same way and started at the same vertex, polygons and holes in a fixed order),
+    so the same area drawn in another order or direction has the same generation.
+    """
+    snapped = shapely.set_precision(geometry, GENERATION_GRID, mode="pointwise")
+    # A repair (make_valid) of a self-intersecting ring can leave, or not, a sliver far smaller
+    # than one grid cell depending on the last bits of the input: such a part is round-off too.
+    parts = shapely.get_parts(snapped)
+    kept = parts[shapely.area(parts) >= GENERATION_GRID * GENERATION_GRID]
+    if 0 < len(kept) < len(parts):
+        snapped = kept[0] if len(kept) == 1 else shapely.multipolygons(kept)
+    # A hole that collapsed to a line stays as snapped: the same for every copy.
+    with contextlib.suppress(shapely.errors.GEOSException):
+        snapped = shapely.remove_repeated_points(snapped)
+    return shapely.normalize(snapped)
+
+
 def boundary_generation(geometry: BaseGeometry | None) -> str | None:
-    """A short content hash of a boundary: equal boundaries have equal generations everywhere."""
+    """A short content hash of a boundary: equal boundaries have equal generations everywhere,
+    also after a reprojection round trip (see :func:`canonical_boundary`)."""
     if geometry is None:
         return None
-    wkb = shapely.to_wkb(shapely.normalize(geometry), output_dimension=2, byte_order=1)
+    wkb = shapely.to_wkb(canonical_boundary(geometry), output_dimension=2, byte_order=1)
     return hashlib.sha256(wkb).hexdigest()[:16]
+
+
+def generation_matches(geometry: BaseGeometry, generation: str) -> bool:
+    """Whether ``generation`` names this boundary: in the current scheme, or in the first one
+    (normalized, not snapped) that registries, zones and stores of older versions still carry,
+    so that upgrading one resolver does not make it refuse its peers' boundaries."""
+    if generation == boundary_generation(geometry):
+        return True
+    wkb = shapely.to_wkb(shapely.normalize(geometry), output_dimension=2, byte_order=1)
+    return generation == hashlib.sha256(wkb).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +236,11 @@ class Jurisdiction:
     services: tuple[Service, ...] | None = None
     provenance: tuple[Provenance, ...] = ()
     notes: tuple[str, ...] = ()
-    #: Registry entry metadata (issue 5, see docs/registry.md): who is authoritative for the entry
-    #: (a registry id, or ``domain:<domain>`` for a jurisdiction that proved control of its domain),
-    #: the origin's version of it, when the origin last changed it, when it stops being served,
-    #: and whether the jurisdiction's own DNS vouched for it. ``origin`` is ``None`` outside a
-    #: store (the embedded registry, a file being imported).
+    #: Registry entry metadata, what mirrors need to agree on one copy (docs/registry.md): who is
+    #: authoritative for the entry (a registry id, or ``domain:<domain>`` for a jurisdiction that
+    #: proved control of its domain), the origin's version of it, when the origin last changed it,
+    #: when it stops being served, and whether the jurisdiction's own DNS vouched for it.
+    #: ``origin`` is ``None`` outside a store (the embedded registry, a file being imported).
     origin: str | None = None
     version: int = 0
     updated: str | None = None
@@ -179,10 +257,8 @@ class Jurisdiction:
 
     @property
     def endpoint(self) -> Endpoint | None:
-        """The endpoint clients should use: current GeoReport v2, production before test."""
-        usable = [e for e in self.endpoints if e.usable]
-        usable.sort(key=lambda e: e.type != "production")
-        return usable[0] if usable else None
+        """The endpoint clients should use (:func:`choose_endpoint`)."""
+        return choose_endpoint(self.endpoints)[0]
 
     def summary(self) -> dict[str, Any]:
         """Identity fields, as answers and listings show a jurisdiction."""

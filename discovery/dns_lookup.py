@@ -18,8 +18,8 @@ for how long.
 
 The cache is small and swappable like dnspython's: :class:`DnsCache` (``get``, ``put``, ``flush``,
 ``stats``) with :class:`MemoryDnsCache`, an LRU bounded by entries, and :class:`TieredDnsCache`,
-a memory cache in front of a persistent one (``resolver.store.StoreDnsCache``: the store, so that
-stale answers survive a restart of the process).
+a memory cache in front of a persistent one (``resolver.store.caches.StoreDnsCache``: the store,
+so that stale answers survive a restart of the process; asked only on a memory miss).
 """
 
 from __future__ import annotations
@@ -99,13 +99,15 @@ class DnsAnswer:
 
 
 class DnsCache(Protocol):
-    """Where answers are kept, keyed by ``(name, rdtype)``."""
+    """Where answers are kept, keyed by ``(name, rdtype)``. Coroutines, because lookups call them
+    on the event loop: a cache kept in memory answers at once, one kept in a database does its
+    blocking work in a thread."""
 
-    def get(self, key: tuple[str, str]) -> DnsAnswer | None: ...
+    async def get(self, key: tuple[str, str]) -> DnsAnswer | None: ...
 
-    def put(self, answer: DnsAnswer) -> None: ...
+    async def put(self, answer: DnsAnswer) -> None: ...
 
-    def flush(self, key: tuple[str, str] | None = None) -> None: ...
+    async def flush(self, key: tuple[str, str] | None = None) -> None: ...
 
 
 @dataclass
@@ -130,20 +132,20 @@ class MemoryDnsCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: tuple[str, str]) -> DnsAnswer | None:
+    async def get(self, key: tuple[str, str]) -> DnsAnswer | None:
         answer = self._entries.get(key)
         if answer is not None:
             self._entries.move_to_end(key)
         return answer
 
-    def put(self, answer: DnsAnswer) -> None:
+    async def put(self, answer: DnsAnswer) -> None:
         key = (answer.name, answer.rdtype)
         self._entries[key] = answer
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def flush(self, key: tuple[str, str] | None = None) -> None:
+    async def flush(self, key: tuple[str, str] | None = None) -> None:
         if key is None:
             self._entries.clear()
         else:
@@ -158,21 +160,21 @@ class TieredDnsCache:
         self.front = front
         self.back = back
 
-    def get(self, key: tuple[str, str]) -> DnsAnswer | None:
-        answer = self.front.get(key)
+    async def get(self, key: tuple[str, str]) -> DnsAnswer | None:
+        answer = await self.front.get(key)
         if answer is None:
-            answer = self.back.get(key)
+            answer = await self.back.get(key)
             if answer is not None:
-                self.front.put(answer)
+                await self.front.put(answer)
         return answer
 
-    def put(self, answer: DnsAnswer) -> None:
-        self.front.put(answer)
-        self.back.put(answer)
+    async def put(self, answer: DnsAnswer) -> None:
+        await self.front.put(answer)
+        await self.back.put(answer)
 
-    def flush(self, key: tuple[str, str] | None = None) -> None:
-        self.front.flush(key)
-        self.back.flush(key)
+    async def flush(self, key: tuple[str, str] | None = None) -> None:
+        await self.front.flush(key)
+        await self.back.flush(key)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -228,7 +230,7 @@ class DnsLookup:
         cached answer when the servers fail; else :class:`DnsUnavailable`."""
         key = (canonical(name), rdtype.upper())
         now = self.clock()
-        cached = self.cache.get(key)
+        cached = await self.cache.get(key)
         if cached is not None and now < cached.expires_at:
             self.stats.hits += 1
             self.stats.negative_hits += cached.negative is not None
@@ -253,7 +255,7 @@ class DnsLookup:
                     self._recheck_at.clear()
                 self._recheck_at[key] = now + self.stale_answer_ttl
                 stale = replace(cached, from_cache=True, stale=True, error=reason)
-                self.cache.put(replace(stale, from_cache=False))
+                await self.cache.put(replace(stale, from_cache=False))
                 return stale
             if len(self._failed) > 10_000:
                 self._failed.clear()
@@ -262,7 +264,7 @@ class DnsLookup:
         self._recheck_at.pop(key, None)
         self._failed.pop(key, None)
         if answer.ttl > 0:
-            self.cache.put(answer)
+            await self.cache.put(answer)
         return answer
 
     async def _ask(self, name: str, rdtype: str, now: float) -> DnsAnswer:

@@ -1,7 +1,9 @@
 """``geoweb publish``: bring a live zone in line with the registry by RFC 2136 dynamic UPDATE,
 signed with TSIG (RFC 8945), sending only the difference, and atomically for readers.
 
-1. Read what the zone holds by AXFR (signed with the same key: a publisher may transfer).
+1. Read what the zone holds by AXFR (signed with the same key: a publisher may transfer), with
+   :mod:`discovery.axfr`'s reader: fast enough for a stock server's I/O timeouts, and a transfer
+   the server cuts is started again.
 2. Compare the records this tool manages (``_open311.*`` TXT, PTR and TXT under ``_cells.<zone>``)
    with what the registry makes (``discovery.zone.zone_records``). Nothing else in the zone is
    touched (SOA, NS, other people's records).
@@ -26,6 +28,10 @@ signed with TSIG (RFC 8945), sending only the difference, and atomically for rea
 
 A failure before the switch leaves the live generation served. A wrong key is refused by the
 server before anything changes; :class:`PublishError` says so.
+
+:class:`Planner` is steps 2 to 4 as a pure function of what the zone holds (:class:`Held`), what
+the registry wants (:class:`Wanted`) and the time; :class:`Publisher` is the I/O around it: the
+AXFR that reads, the UPDATEs that send.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import dns.update
 from common.errors import GeoWebError, InvalidInput
 from common.models import Jurisdiction
 
+from .axfr import PTR, TXT, Malformed, Record, TransferCut, transfer
 from .dns_records import RECORD_LABEL, txt_zone_text
 from .zone import (
     CellsPointer,
@@ -287,98 +294,69 @@ def _canonical_text(text: str, rdtype: str) -> str:
     return text
 
 
-def _managed(name: dns.name.Name, zone: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> bool:
-    cells = dns.name.from_text("_cells", zone)
-    if name == cells or name.is_subdomain(cells):
-        return rdtype in (dns.rdatatype.PTR, dns.rdatatype.TXT)
-    return rdtype == dns.rdatatype.TXT and name.labels[0].lower() == RECORD_LABEL.encode()
-
-
 def _add_to(rrsets: RRsets, key: tuple[str, str], ttl: int, texts: frozenset[str]) -> None:
     old = rrsets.get(key)
     rrsets[key] = (ttl, texts | old[1] if old else texts)
 
 
 @dataclass
-class _Wanted:
+class Wanted:
+    """The records the registry makes, as :class:`Held` holds them: the cell pointer and its
+    TTL, the ``_open311`` RRsets, and the cells relative to their generation's root."""
+
     pointer: CellsPointer
     ttl: int
     domains: RRsets
-    cells: RRsets  # relative to the generation's root
+    cells: RRsets
 
 
-class Publisher:
-    """Talks to one primary server about one zone, over TCP, with one TSIG key.
+class Planner:
+    """The pure half of publishing: from what the zone holds, what the registry wants and the
+    time, the plan of changes. No I/O, so every case is tested without a server.
 
     ``keep_retired``: seconds a retired generation is kept (default: twice the TTL of the
     pointer, the longest a reader caches it); ``staging_timeout``: age after which a staged
-    generation that never went live is collected; ``clock``: seconds since the epoch.
+    generation that never went live is collected; ``batch``: most records per UPDATE.
     """
 
     def __init__(
         self,
-        server: str,
         zone: str,
-        key: TsigKey | None,
         *,
-        port: int = 53,
-        timeout: float = 30.0,
         batch: int = DEFAULT_BATCH,
         keep_retired: float | None = None,
         staging_timeout: float = DEFAULT_STAGING_TIMEOUT,
-        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.server = server
-        self.port = port
         self.zone = dns.name.from_text(zone)
-        self.key = key
-        self.timeout = timeout
         self.batch = batch
         self.keep_retired = keep_retired
         self.staging_timeout = staging_timeout
-        self.clock = clock
         self._zone_text = self.zone.to_text().lower()
         self._cells = f"_cells.{self._zone_text}"
 
-    def _where(self) -> str:
-        return f"{self.server} port {self.port}"
-
-    def read(self) -> Held:
-        """What the zone holds now (by AXFR): managed records and the SOA.
-
-        Records are compared as canonical master-file text (absolute, lowercase names): building
-        dnspython rdata objects for a zone of 100,000 records would cost seconds for nothing.
-        """
-        held = Held()
-        keyring = {self.key.key().name: self.key.key()} if self.key is not None else None
-        keyname = self.key.key().name if self.key is not None else None
-        try:
-            for message in dns.query.xfr(
-                self.server,
-                self.zone,
-                port=self.port,
-                keyring=keyring,
-                keyname=keyname,
-                relativize=False,
-                lifetime=self.timeout,
-            ):
-                for rrset in message.answer:
-                    if rrset.rdtype == dns.rdatatype.SOA:
-                        held.soa = rrset[0].to_text()
-                        continue
-                    if not _managed(rrset.name, self.zone, rrset.rdtype):
-                        continue
-                    rdtype = dns.rdatatype.to_text(rrset.rdtype)
-                    texts = frozenset(_canonical_text(r.to_text(), rdtype) for r in rrset)
-                    self._file(held, rrset.name.to_text().lower(), rdtype, rrset.ttl, texts)
-        except dns.query.TransferError as exc:
-            raise PublishError(
-                f"{self._where()} refused the zone transfer of {self.zone} "
-                f"({dns.rcode.to_text(exc.rcode)}): check the TSIG key and the server's ACL; "
-                "nothing was changed"
-            ) from None
-        except (dns.exception.DNSException, OSError, EOFError) as exc:
-            raise PublishError(self._failure("read the zone", exc)) from None
+    def held(self, soa: str | None, records: Iterable[Record]) -> Held:
+        """What the zone holds of the records this tool manages, from a transfer's records."""
+        cells, under, label = self._cells, "." + self._cells, RECORD_LABEL + "."
+        grouped: dict[tuple[str, int], tuple[int, set[str]]] = {}
+        for name, number, ttl, rdata in records:
+            # what this tool manages: PTR and TXT under _cells, and _open311 TXT
+            if rdata is None or (number != TXT and number != PTR):
+                continue
+            in_cells = name.endswith(under) or name == cells
+            if not in_cells and (number != TXT or not name.startswith(label)):
+                continue
+            entry = grouped.get((name, number))
+            if entry is None:
+                grouped[name, number] = (ttl, {rdata})
+            else:
+                entry[1].add(rdata)
+                if ttl < entry[0]:
+                    grouped[name, number] = (ttl, entry[1])
+        held = Held(soa=soa)
+        for (name, number), (ttl, texts) in grouped.items():
+            rdtype = "PTR" if number == PTR else "TXT"
+            canonical = frozenset(_canonical_text(t, rdtype) for t in texts)
+            self._file(held, name, rdtype, ttl, canonical)
         return held
 
     def _file(self, held: Held, name: str, rdtype: str, ttl: int, texts: frozenset[str]) -> None:
@@ -400,29 +378,7 @@ class Publisher:
             return
         _add_to(held.trees.setdefault(generation, {}), (".".join(prefix), rdtype), ttl, texts)
 
-    def _failure(self, doing: str, exc: BaseException) -> str:
-        if isinstance(exc, dns.tsig.PeerBadKey | dns.message.UnknownTSIGKey):
-            why = f"the server does not know the TSIG key {self._key_name()} (BADKEY)"
-        elif isinstance(exc, dns.tsig.PeerBadSignature | dns.tsig.BadSignature):
-            why = f"the TSIG secret of key {self._key_name()} is wrong (BADSIG)"
-        elif isinstance(exc, dns.tsig.PeerError):
-            why = f"the server refused the TSIG signature of {self._key_name()}: {exc}"
-        elif isinstance(exc, dns.exception.Timeout):
-            why = f"no answer within {self.timeout:g} s"
-        elif isinstance(exc, ConnectionRefusedError):
-            why = "connection refused"
-        elif isinstance(exc, EOFError):
-            why = "the server closed the connection (a server-side I/O timeout or limit?)"
-        else:
-            why = f"{type(exc).__name__}: {exc}"
-        return f"cannot {doing} at {self._where()}: {why}; nothing was changed"
-
-    def _key_name(self) -> str:
-        return repr(self.key.name) if self.key is not None else "(none)"
-
-    # -- planning -------------------------------------------------------------------------------
-
-    def _wanted(self, jurisdictions: Sequence[Jurisdiction], options: ZoneOptions) -> _Wanted:
+    def wanted(self, jurisdictions: Sequence[Jurisdiction], options: ZoneOptions) -> Wanted:
         """The registry's records, cells relative to their generation's root."""
         options = replace(options, origin=self._zone_text)
         root = "." + cells_root(self._zone_text, options.generation)
@@ -438,13 +394,11 @@ class Publisher:
                 _add_to(cells, key, record.ttl, frozenset({text}))
             else:
                 _add_to(domains, (name, record.rdtype), record.ttl, frozenset({text}))
-        return _Wanted(options.pointer, options.ttl, domains, cells)
+        return Wanted(options.pointer, options.ttl, domains, cells)
 
-    def plan(self, jurisdictions: Sequence[Jurisdiction], options: ZoneOptions) -> Plan:
-        """What to send to bring the zone in line with the registry (see the module's docs)."""
-        held = self.read()
-        now = self.clock()
-        wanted = self._wanted(jurisdictions, options)
+    def plan(self, held: Held, wanted: Wanted, now: float) -> Plan:
+        """What to send to turn ``held`` into ``wanted`` at time ``now`` (see the module's
+        docs): in place, or through a new generation; what to collect and what to keep."""
         plan = Plan(self.zone, held.soa)
         live = held.live
         plan.live = live.generation if live is not None else None
@@ -517,7 +471,7 @@ class Publisher:
         return collect, kept
 
     def _in_place(
-        self, held: Held, wanted: _Wanted, generation: str, kept: set[str], plan: Plan
+        self, held: Held, wanted: Wanted, generation: str, kept: set[str], plan: Plan
     ) -> list[Change]:
         root = cells_root(self._zone_text, generation)
         changes = _diff(
@@ -537,11 +491,11 @@ class Publisher:
         plan.deferred = deferred
         return changes + domains
 
-    def _pointer_text(self, wanted: _Wanted, generation: str) -> str:
+    def _pointer_text(self, wanted: Wanted, generation: str) -> str:
         return txt_zone_text(replace(wanted.pointer, generation=generation).strings())
 
     def _through_generation(
-        self, held: Held, wanted: _Wanted, kept: set[str], now: float, plan: Plan
+        self, held: Held, wanted: Wanted, kept: set[str], now: float, plan: Plan
     ) -> None:
         numbers = [generation_number(g) for g in held.generations() if g]
         new = f"g{max(numbers, default=0) + 1}"
@@ -597,7 +551,7 @@ class Publisher:
             plan.steps.append(Step("collect", changes))
 
     def _cleanup(
-        self, held: Held, wanted: _Wanted, kept: set[str], retired: str | None, plan: Plan
+        self, held: Held, wanted: Wanted, kept: set[str], retired: str | None, plan: Plan
     ) -> None:
         """After a switch: ``_open311`` records of departed domains that no generation still held
         names (the one just retired names its own)."""
@@ -617,6 +571,99 @@ class Publisher:
         for generation in generations:
             out |= _targets(held.trees.get(generation, {}))
         return out
+
+
+class Publisher:
+    """The I/O half of publishing: talks to one primary server about one zone, over TCP, with
+    one TSIG key; reads the zone by AXFR and sends a :class:`Planner`'s plan by UPDATE.
+
+    ``keep_retired``, ``staging_timeout`` and ``batch`` go to the :class:`Planner`; ``clock``:
+    seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        zone: str,
+        key: TsigKey | None,
+        *,
+        port: int = 53,
+        timeout: float = 30.0,
+        batch: int = DEFAULT_BATCH,
+        keep_retired: float | None = None,
+        staging_timeout: float = DEFAULT_STAGING_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server = server
+        self.port = port
+        self.zone = dns.name.from_text(zone)
+        self.key = key
+        self.timeout = timeout
+        self.batch = batch
+        self.keep_retired = keep_retired
+        self.staging_timeout = staging_timeout
+        self.clock = clock
+        self.planner = Planner(
+            zone, batch=batch, keep_retired=keep_retired, staging_timeout=staging_timeout
+        )
+        self._zone_text = self.planner._zone_text
+
+    def _where(self) -> str:
+        return f"{self.server} port {self.port}"
+
+    def read(self) -> Held:
+        """What the zone holds now (by AXFR, see :mod:`discovery.axfr`): managed records and
+        the SOA. A transfer the server cuts is started again before this gives up."""
+        try:
+            reader = transfer(
+                self.server,
+                self.zone,
+                port=self.port,
+                key=self.key.key() if self.key is not None else None,
+                timeout=self.timeout,
+            )
+        except dns.query.TransferError as exc:
+            raise PublishError(
+                f"{self._where()} refused the zone transfer of {self.zone} "
+                f"({dns.rcode.to_text(exc.rcode)}): check the TSIG key and the server's ACL; "
+                "nothing was changed"
+            ) from None
+        except (dns.exception.DNSException, OSError, TransferCut, Malformed) as exc:
+            raise PublishError(self._failure("read the zone", exc)) from None
+        return self.planner.held(reader.soa, reader.records)
+
+    def plan(self, jurisdictions: Sequence[Jurisdiction], options: ZoneOptions) -> Plan:
+        """Read the zone, then plan what brings it in line with the registry."""
+        held = self.read()
+        return self.planner.plan(held, self.planner.wanted(jurisdictions, options), self.clock())
+
+    def hold(self, held: Held, ttl: int) -> float:
+        return self.planner.hold(held, ttl)
+
+    def retired_for(self, held: Held, ttl: int) -> float:
+        return self.planner.retired_for(held, ttl)
+
+    def _failure(self, doing: str, exc: BaseException) -> str:
+        if isinstance(exc, dns.tsig.PeerBadKey | dns.message.UnknownTSIGKey):
+            why = f"the server does not know the TSIG key {self._key_name()} (BADKEY)"
+        elif isinstance(exc, dns.tsig.PeerBadSignature | dns.tsig.BadSignature):
+            why = f"the TSIG secret of key {self._key_name()} is wrong (BADSIG)"
+        elif isinstance(exc, dns.tsig.PeerError):
+            why = f"the server refused the TSIG signature of {self._key_name()}: {exc}"
+        elif isinstance(exc, dns.exception.Timeout):
+            why = f"no answer within {self.timeout:g} s"
+        elif isinstance(exc, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(exc, TransferCut):
+            why = f"{exc} (a server-side I/O timeout or limit?)"
+        elif isinstance(exc, EOFError):
+            why = "the server closed the connection (a server-side I/O timeout or limit?)"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        return f"cannot {doing} at {self._where()}: {why}; nothing was changed"
+
+    def _key_name(self) -> str:
+        return repr(self.key.name) if self.key is not None else "(none)"
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -791,9 +838,11 @@ __all__ = [
     "Change",
     "Held",
     "Plan",
+    "Planner",
     "PublishError",
     "Publisher",
     "Step",
     "TsigKey",
+    "Wanted",
     "read_key_file",
 ]

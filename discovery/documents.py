@@ -32,26 +32,35 @@ import datetime as dt
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import defusedxml
 import defusedxml.ElementTree as DET
-import shapely.geometry
+import numpy as np
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import unary_union
 
-from common.errors import GeoWebError
-from common.models import GEOREPORT_V2, Endpoint, Service
+from boundaries.geojson import boundary_from_geojson
+from common.errors import GeoWebError, InvalidBoundary
+from common.models import (
+    GEOREPORT_V2,
+    Endpoint,
+    Service,
+    choose_endpoint,
+)
 
 #: Media types a discovery document or services list may be served as.
 JSON_TYPES = ("application/json", "text/json", "text/javascript", "application/javascript")
 XML_TYPES = ("text/xml", "application/xml")
 ACCEPT = (*JSON_TYPES, *XML_TYPES)
 
-#: Endpoint formats we can read services lists in (case-insensitive).
-PARSEABLE_FORMATS = frozenset({"application/json", "text/xml", "application/xml", "text/json"})
+#: Deepest nesting of JSON arrays and objects, or XML elements, read from a document: far more
+#: than any discovery document or services list needs, far less than the depth at which a
+#: recursive reader gives up (a document nested 100,000 deep is refused before it is parsed).
+MAX_DEPTH = 64
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 #: A discovery document's file name (the last segment of the URL it was served from).
 _DISCOVERY_FILE = re.compile(r"discovery\.(?:json|xml)", re.IGNORECASE)
@@ -87,8 +96,8 @@ class DiscoveryDocument:
     format: str
 
     def choose(self) -> tuple[Endpoint | None, tuple[Endpoint, ...]]:
-        """The endpoint to use and the alternatives: GeoReport v2 first, production before
-        test, one with a format we parse before one without; document order breaks ties."""
+        """The endpoint to use and the alternatives, by the one rule
+        (:func:`common.models.choose_endpoint`); document order breaks ties."""
         return choose_endpoint(self.endpoints)
 
 
@@ -97,30 +106,6 @@ class ServicesList:
     services: tuple[Service, ...]
     issues: tuple[str, ...]
     format: str
-
-
-def choose_endpoint(endpoints: Sequence[Endpoint]) -> tuple[Endpoint | None, tuple[Endpoint, ...]]:
-    """The best endpoint (see :meth:`DiscoveryDocument.choose`) and the others, in order."""
-
-    def rank(item: tuple[int, Endpoint]) -> tuple[int, int, int, int]:
-        position, e = item
-        return (
-            0 if e.specification == GEOREPORT_V2 and not e.deprecated else 1,
-            0 if e.type == "production" else 1,
-            0 if parses(e) else 1,
-            position,
-        )
-
-    ordered = [e for _, e in sorted(enumerate(endpoints), key=rank)]
-    if not ordered or not ordered[0].usable:
-        return None, tuple(ordered)
-    return ordered[0], tuple(ordered[1:])
-
-
-def parses(endpoint: Endpoint) -> bool:
-    """Whether the endpoint offers a format we read services lists in (none listed: assume XML,
-    which GeoReport v2 requires)."""
-    return not endpoint.formats or any(f.lower() in PARSEABLE_FORMATS for f in endpoint.formats)
 
 
 def detect_format(body: bytes, content_type: str, issues: list[str]) -> str:
@@ -170,8 +155,31 @@ def parse_changeset(value: str | None, issues: list[str], where: str) -> dt.date
 # XML
 
 
+def check_json_depth(body: bytes, limit: int = MAX_DEPTH) -> None:
+    """:class:`DocumentError` when JSON text nests arrays and objects deeper than ``limit``,
+    found before any recursive parser sees the text: strings dropped, then the running count of
+    the brackets left (at C speed: a 2 MB services list takes milliseconds)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    steps = np.frombuffer(brackets, dtype=np.uint8)
+    depth = np.cumsum(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1))
+    if depth.size and int(depth.max()) > limit:
+        raise DocumentError(f"the JSON nests deeper than {limit} levels; refused")
+
+
+def _check_xml_depth(root: ET.Element, limit: int = MAX_DEPTH) -> None:
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > limit:
+            raise DocumentError(f"the XML nests deeper than {limit} elements; refused")
+        stack.extend((child, depth + 1) for child in element)
+
+
 def parse_xml(body: bytes) -> ET.Element:
-    """An XML document, with DTD entities and external references refused."""
+    """An XML document, with DTD entities and external references refused, and nesting
+    bounded (:data:`MAX_DEPTH`)."""
     try:
         root: ET.Element = DET.fromstring(body, forbid_dtd=False, forbid_entities=True)
     except defusedxml.EntitiesForbidden as exc:
@@ -186,6 +194,7 @@ def parse_xml(body: bytes) -> ET.Element:
         raise DocumentError(f"the XML is refused: {exc}") from None
     except ET.ParseError as exc:
         raise DocumentError(f"the XML is malformed: {exc}") from None
+    _check_xml_depth(root)
     return root
 
 
@@ -239,8 +248,9 @@ def _xml_to_discovery(root: ET.Element, issues: list[str]) -> dict[str, Any]:
 
 def _json_or_none(text: str, issues: list[str]) -> Any:
     try:
+        check_json_depth(text.encode("utf-8", "replace"))
         return json.loads(text)
-    except ValueError:
+    except (ValueError, DocumentError):
         issues.append("service_area is not GeoJSON; ignored")
         return None
 
@@ -259,7 +269,7 @@ def parse_discovery(
     issues: list[str] = []
     try:
         fmt = detect_format(body, content_type, issues)
-        data = _xml_to_discovery(parse_xml(body), issues) if fmt == "xml" else _load_json(body)
+        data = _xml_to_discovery(parse_xml(body), issues) if fmt == "xml" else load_json(body)
         return _discovery_from(data, issues, fmt, url)
     except DocumentError as error:
         if url is not None and error.fields.get("url") is None:
@@ -267,7 +277,10 @@ def parse_discovery(
         raise
 
 
-def _load_json(body: bytes) -> Any:
+def load_json(body: bytes) -> Any:
+    """JSON text as read from a stranger: nesting bounded first, then parsed;
+    :class:`DocumentError` when malformed."""
+    check_json_depth(body)
     try:
         return json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -401,27 +414,14 @@ def _formats(raw: Any, issues: list[str], where: str) -> tuple[str, ...]:
 
 
 def _service_area(data: Any, issues: list[str]) -> BaseGeometry | None:
+    """The ``service_area`` by the rules every boundary path applies (``boundaries.geojson``);
+    one that cannot be used is ignored with the reason, since the document is still useful."""
     try:
-        if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-            geometries = [shapely.geometry.shape(f["geometry"]) for f in data["features"]]
-            geometry = unary_union(geometries)
-        elif isinstance(data, dict) and data.get("type") == "Feature":
-            geometry = shapely.geometry.shape(data["geometry"])
-        else:
-            geometry = shapely.geometry.shape(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        issues.append(f"service_area is not GeoJSON ({exc}); ignored")
+        geometry, repairs = boundary_from_geojson(data, accept="collection")
+    except InvalidBoundary as error:
+        issues.append(f"service_area: {error.detail}; ignored")
         return None
-    if geometry.geom_type not in ("Polygon", "MultiPolygon") or geometry.is_empty:
-        issues.append(f"service_area is a {geometry.geom_type}, not a polygon; ignored")
-        return None
-    if not geometry.is_valid:
-        issues.append("service_area is not a valid polygon; repaired")
-        geometry = shapely.make_valid(geometry)
-    minx, miny, maxx, maxy = geometry.bounds
-    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-        issues.append("service_area is outside WGS84 longitude/latitude; ignored")
-        return None
+    issues.extend(f"service_area: {note}" for note in repairs)
     return geometry
 
 
@@ -443,7 +443,7 @@ def parse_services(body: bytes, content_type: str = "", *, url: str | None = Non
                 for element in _children(root, "service")
             ]
         else:
-            items = _load_json(body)
+            items = load_json(body)
         if isinstance(items, dict):
             for key in ("services", "service"):
                 if isinstance(items.get(key), list):

@@ -118,13 +118,15 @@ class Fetched:
 
 
 class HttpCache(Protocol):
-    """Where responses are kept between fetches (and restarts). Small, like dnspython's caches."""
+    """Where responses are kept between fetches (and restarts). Small, like dnspython's caches.
+    Coroutines, because the fetcher calls them on the event loop: a cache kept in memory answers
+    at once, one kept in a database does its blocking work in a thread."""
 
-    def get(self, url: str) -> Fetched | None: ...
+    async def get(self, url: str) -> Fetched | None: ...
 
-    def put(self, fetched: Fetched) -> None: ...
+    async def put(self, fetched: Fetched) -> None: ...
 
-    def flush(self, url: str | None = None) -> None: ...
+    async def flush(self, url: str | None = None) -> None: ...
 
 
 @dataclass
@@ -141,13 +143,13 @@ class MemoryHttpCache:
     def __init__(self) -> None:
         self._entries: dict[str, Fetched] = {}
 
-    def get(self, url: str) -> Fetched | None:
+    async def get(self, url: str) -> Fetched | None:
         return self._entries.get(url)
 
-    def put(self, fetched: Fetched) -> None:
+    async def put(self, fetched: Fetched) -> None:
         self._entries[fetched.url] = fetched
 
-    def flush(self, url: str | None = None) -> None:
+    async def flush(self, url: str | None = None) -> None:
         if url is None:
             self._entries.clear()
         else:
@@ -348,7 +350,7 @@ class Fetcher:
         the origin (conditional when validators are stored); a stale stored copy when the origin
         fails; else :class:`FetchError` with the reason."""
         now = self.clock()
-        cached = self.cache.get(url) if self.cache is not None else None
+        cached = await self.cache.get(url) if self.cache is not None else None
         if (
             cached is not None
             and not revalidate
@@ -416,7 +418,7 @@ class Fetcher:
                         hop.url = urljoin(hop.url, location)
                         continue
                     if response.status == 304 and cached is not None:
-                        return self._revalidated(cached, response)
+                        return await self._revalidated(cached, response)
                     if response.status != 200:
                         raise FetchError(
                             origin,
@@ -432,7 +434,7 @@ class Fetcher:
                             content_type=content_type,
                         )
                     body = await self._read(origin, response)
-                    return self._store(origin, hop.url, response, content_type, body)
+                    return await self._store(origin, hop.url, response, content_type, body)
             except TimeoutError:
                 raise FetchError(
                     origin,
@@ -500,7 +502,7 @@ class Fetcher:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _store(
+    async def _store(
         self,
         url: str,
         final_url: str,
@@ -525,12 +527,12 @@ class Fetcher:
         )
         if self.cache is not None:
             if storable:
-                self.cache.put(fetched)
+                await self.cache.put(fetched)
             else:
-                self.cache.flush(url)
+                await self.cache.flush(url)
         return fetched
 
-    def _revalidated(self, cached: Fetched, response: aiohttp.ClientResponse) -> Fetched:
+    async def _revalidated(self, cached: Fetched, response: aiohttp.ClientResponse) -> Fetched:
         """A 304: the stored body is current; its freshness and validators are updated."""
         now = self.clock()
         _storable, expires_at = freshness(response.headers, now)
@@ -546,7 +548,7 @@ class Fetcher:
             revalidated=False,
         )
         if self.cache is not None:
-            self.cache.put(updated)
+            await self.cache.put(updated)
         self.stats.revalidated += 1
         return replace(updated, from_cache=True, revalidated=True)
 

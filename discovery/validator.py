@@ -15,6 +15,13 @@ one document as published, without the lenient reading :mod:`discovery.documents
   ``http://wiki.open311.org/GeoReport_v2``), a ``url`` without a trailing slash, a ``type`` of
   ``production`` or ``test``, and ``formats`` as a non-empty array of MIME types;
 - every GeoReport v2 endpoint supports ``text/xml`` (the spec requires XML).
+
+Warnings, which do not fail the verdict, name what that validator rejects although the document
+is right by the specification, with the reason: its XML reader (MultiXml under HTTParty) turns a
+lone ``<endpoint>`` (or a lone ``<format>``) into a hash (a string) instead of an array, so a
+single-endpoint ``discovery.xml`` fails ten of its rules; and its client reads only a document
+served as ``text/xml`` or ``application/json``, so one served as ``application/xml`` fails its
+MIME rule (likewise JSON served as anything but ``application/json``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 from common.models import GEOREPORT_V2
 
-from .documents import DocumentError, detect_format, parse_xml
+from .documents import DocumentError, detect_format, load_json, parse_xml
 
 #: Ruby's ``Time.iso8601`` (``xmlschema``): a date, or a date and a time with seconds.
 _XMLSCHEMA = re.compile(
@@ -37,16 +44,26 @@ _XMLSCHEMA = re.compile(
 )
 
 
+#: The media types the open311-validator's client reads, by format.
+SERVED_AS = {"xml": "text/xml", "json": "application/json"}
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One rule applied to one document (or one endpoint of it)."""
+    """One rule applied to one document (or one endpoint of it). A ``warning`` is something the
+    open311-validator would fail although the specification allows it: reported, never failing
+    the verdict."""
 
     rule: str
     passed: bool
     detail: str = ""
+    warning: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "passed": self.passed, "detail": self.detail}
+        out: dict[str, Any] = {"rule": self.rule, "passed": self.passed, "detail": self.detail}
+        if self.warning:
+            out["warning"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -55,11 +72,15 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return all(f.passed for f in self.findings)
+        return all(f.passed or f.warning for f in self.findings)
 
     @property
     def failures(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if not f.passed)
+        return tuple(f for f in self.findings if not f.passed and not f.warning)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if not f.passed and f.warning)
 
     def failed_rules(self) -> set[str]:
         return {f.rule for f in self.failures}
@@ -115,14 +136,19 @@ def validate_discovery(
     content_type: str = "",
     *,
     name: str | None = None,
+    served: bool = True,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> Verdict:
     """Apply the open311-validator rules to one discovery document. ``name`` is its URL or file
-    name (for the naming rule)."""
+    name (for the naming rule); ``served``: ``content_type`` is what a server sent (a file's is
+    guessed from its name, and not checked)."""
     findings: list[Finding] = []
 
     def check(rule: str, passed: bool, detail: str = "") -> None:
         findings.append(Finding(rule, passed, "" if passed else detail))
+
+    def warn(rule: str, passed: bool, detail: str) -> None:
+        findings.append(Finding(rule, passed, "" if passed else detail, warning=True))
 
     if name is not None:
         stem = name.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
@@ -136,14 +162,43 @@ def validate_discovery(
         if fmt == "xml":
             data: Any = _strict_xml(parse_xml(body))
         else:
-            data = json.loads(body.decode("utf-8-sig"))
+            data = load_json(body)
     except (DocumentError, UnicodeDecodeError, ValueError) as exc:
         reason = exc.detail if isinstance(exc, DocumentError) else str(exc)
         check("document is readable", False, reason)
         return Verdict(tuple(findings))
     check("document is readable", True)
+    if served:
+        media = content_type.split(";", 1)[0].strip().lower()
+        warn(
+            "served with the media type the open311-validator reads",
+            media == SERVED_AS[fmt],
+            f"served as {media or 'no media type'}: the open311-validator expects "
+            f"{SERVED_AS[fmt]} for {fmt.upper()} and fails the document on its MIME rule; "
+            f"serve it as {SERVED_AS[fmt]}",
+        )
     if fmt == "xml":
         check("root element is <discovery>", data["_root"] == "discovery", f"<{data['_root']}>")
+        count = len(data["endpoints"] or [])
+        warn(
+            "the open311-validator reads the XML endpoints as an array",
+            count != 1,
+            "one <endpoint>: the open311-validator's XML reader turns a lone element into a "
+            "hash, not an array, and fails ten of its rules on a valid document; listing a "
+            "second endpoint (a test one, say) satisfies it",
+        )
+        lone = [
+            i
+            for i, e in enumerate(data["endpoints"] or [], 1)
+            if isinstance(e.get("formats"), list) and len(e["formats"]) == 1
+        ]
+        warn(
+            "the open311-validator reads the XML formats as an array",
+            not lone,
+            f"endpoint(s) {', '.join(map(str, lone))} list one <format>: the open311-validator "
+            "reads a lone element as a string and fails 'each endpoint should have an array "
+            "of formats'",
+        )
     elif not isinstance(data, dict) or "endpoints" not in data:
         wrapped = isinstance(data, dict) and isinstance(data.get("discovery"), dict)
         check(
@@ -227,4 +282,4 @@ def _changeset(
         check("changeset is in the past", parsed < current, f"{where} {value!r} is in the future")
 
 
-__all__ = ["Finding", "Verdict", "iso8601_time", "validate_discovery"]
+__all__ = ["SERVED_AS", "Finding", "Verdict", "iso8601_time", "validate_discovery"]

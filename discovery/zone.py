@@ -23,6 +23,7 @@ a zone that would be larger, before a single line is written.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -160,14 +161,16 @@ class ZoneOptions:
     and ``{domain}`` (e.g. ``https://registry.example/v1/jurisdictions/{id}.geojson``); without it
     the records carry no ``b=``/``g=`` and resolvers cannot discover these jurisdictions by place.
     ``generation``: the label the cells are written under (``g1``, ``g2``, ...).
+    ``nameservers``: the zone's NS names (default ``ns.<origin>``); ``nameserver_addresses``:
+    their glue, each ``NAME=IP`` or a bare ``IP`` (see :func:`nameserver_glue`).
     """
 
     origin: str
     ttl: int = 300
     scheme: CellScheme = field(default_factory=CellScheme)
     boundary_url: str | None = None
-    nameserver: str | None = None
-    nameserver_address: str | None = None
+    nameservers: tuple[str, ...] = ()
+    nameserver_addresses: tuple[str, ...] = ()
     hostmaster: str | None = None
     serial: int | None = None
     max_cells: int | None = DEFAULT_MAX_CELLS
@@ -344,14 +347,75 @@ def _relative(name: str, zone: str) -> str:
     return name
 
 
+def _absolute_name(name: str) -> str:
+    return name.strip().strip(".").lower() + "."
+
+
+def nameserver_glue(options: ZoneOptions) -> list[tuple[str, list[str]]]:
+    """Each NS of the zone (absolute) with the addresses written for it.
+
+    An address is ``NAME=IP`` (for that nameserver) or a bare ``IP``, which belongs to the only
+    nameserver inside the zone. A nameserver inside the zone needs at least one address: without
+    it the zone does not load (RFC 1034 4.2.1 glue; ``named-checkzone`` refuses it). An address
+    for a nameserver outside the zone is refused too: that name's own zone holds it.
+    """
+    zone = options.zone
+    names = [_absolute_name(n) for n in options.nameservers] or [f"ns.{zone}"]
+    for name in names:
+        if not is_hostname(name.rstrip(".")):
+            raise InvalidInput(f"--nameserver {name!r} is not a DNS host name")
+    names = list(dict.fromkeys(names))
+    inside = [n for n in names if _in_zone(n, zone)]
+    glue: dict[str, list[str]] = {n: [] for n in names}
+    for given in options.nameserver_addresses:
+        name, _, address = given.rpartition("=")
+        if name:
+            owner = _absolute_name(name)
+            if owner not in glue:
+                raise InvalidInput(
+                    f"--nameserver-address {given!r} names {owner}, which is not a --nameserver "
+                    f"of the zone ({', '.join(names)})"
+                )
+        elif len(inside) == 1:
+            owner = inside[0]
+        else:
+            raise InvalidInput(
+                f"--nameserver-address {given!r} has no name and the zone has "
+                f"{len(inside) or 'no'} nameserver(s) inside it: write NAME=IP"
+            )
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            raise InvalidInput(
+                f"--nameserver-address {given!r}: {address!r} is not an IP address"
+            ) from None
+        if not _in_zone(owner, zone):
+            raise InvalidInput(
+                f"--nameserver-address {given!r}: {owner} is outside {zone}, so its address "
+                "belongs in its own zone, not here"
+            )
+        if str(ip) not in glue[owner]:
+            glue[owner].append(str(ip))
+    for name in inside:
+        if not glue[name]:
+            raise InvalidInput(
+                f"the nameserver {name.rstrip('.')} is inside {zone.rstrip('.')} and has no "
+                "address, so the zone would "
+                f"not load: give --nameserver-address {name.rstrip('.')}=IP, or name a "
+                "nameserver outside the zone with --nameserver"
+            )
+    return [(name, glue[name]) for name in names]
+
+
 def write_zone(
     out: TextIO, jurisdictions: Sequence[Jurisdiction], options: ZoneOptions
 ) -> ZoneSummary:
     """Write the whole zone as an RFC 1035 master file to ``out``, line by line."""
     check_size(jurisdictions, options)
+    nameservers = nameserver_glue(options)
     zone = options.zone
     summary = ZoneSummary()
-    nameserver = (options.nameserver or f"ns.{zone}").strip(".").lower() + "."
+    nameserver = nameservers[0][0]
     hostmaster = (options.hostmaster or f"hostmaster.{zone}").strip(".").lower() + "."
     serial = options.serial if options.serial is not None else int(time.time()) % 2**32
     scheme = options.scheme
@@ -363,19 +427,19 @@ def write_zone(
         f"$TTL {options.ttl}\n"
         f"@ {options.ttl} IN SOA {nameserver} {hostmaster} "
         f"{serial} 3600 600 1209600 {options.ttl}\n"
-        f"@ {options.ttl} IN NS {nameserver}\n"
     )
-    if options.nameserver_address and _in_zone(nameserver, zone):
-        kind = "AAAA" if ":" in options.nameserver_address else "A"
-        out.write(
-            f"{_relative(nameserver, zone)} {options.ttl} IN {kind} {options.nameserver_address}\n"
-        )
+    for name, _addresses in nameservers:
+        out.write(f"@ {options.ttl} IN NS {name}\n")
+    for name, addresses in nameservers:
+        for address in addresses:
+            kind = "AAAA" if ":" in address else "A"
+            out.write(f"{_relative(name, zone)} {options.ttl} IN {kind} {address}\n")
     now = int(time.time())
     marker = txt_zone_text(marker_strings(now, now))
     out.write(
         f"{_relative(cells_root(zone, options.generation), zone)} {options.ttl} IN TXT {marker}\n"
     )
-    summary.records = 3
+    summary.records = 2 + sum(1 + len(addresses) for _name, addresses in nameservers)
     for record in zone_records(jurisdictions, options, summary):
         rdata = record.rdata
         if record.rdtype == "PTR":
@@ -400,6 +464,7 @@ __all__ = [
     "is_generation",
     "jurisdiction_record",
     "marker_strings",
+    "nameserver_glue",
     "parse_cells_pointer",
     "parse_marker",
     "write_zone",

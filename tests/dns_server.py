@@ -1,5 +1,6 @@
 """Real servers for the DNS tests: Knot DNS (``knotd``, Debian package ``knot``), Unbound
-(``unbound``, Debian package ``unbound``) as a validating resolver, and a small aiohttp server where
+(``unbound``, Debian package ``unbound``) as a validating resolver, BIND 9 (``named``, Debian
+package ``bind9``) as a second primary for publishing, and a small aiohttp server where
 jurisdictions "publish" their boundaries.
 
 :class:`KnotServer` writes a configuration into a temporary directory, starts ``knotd`` as an
@@ -15,8 +16,12 @@ trust. :class:`UnboundServer` is that resolver: its own configuration in a tempo
 in the foreground (``-d``) on a free loopback port, with a stub zone pointing at Knot for each test
 zone. An authoritative server never sets the AD flag; Unbound does when it validated the answer.
 
-When ``knotd`` or ``unbound`` is not installed, :func:`require_knotd` / :func:`require_unbound` skip
-the test with a one-line reason, or fail it when ``CI=true`` (CI installs both: see ``.ci/run``).
+Every server runs with its package's default timeouts and limits: what the tests pass against is
+what a stock installation does.
+
+When ``knotd``, ``named`` or ``unbound`` is not installed, :func:`require_knotd` /
+:func:`require_named` / :func:`require_unbound` skip the test with a one-line reason, or fail it
+when ``CI=true`` (CI installs them: see ``.ci/run``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from discovery.fetch import Fetcher, make_session
 from resolver.sources.dns_registry import DnsDiscovery
 
 KNOTD_CANDIDATES = ("knotd", "/usr/sbin/knotd")
+NAMED_CANDIDATES = ("named", "/usr/sbin/named")
 UNBOUND_CANDIDATES = ("unbound", "/usr/sbin/unbound")
 
 TSIG_NAME = "geoweb-test-key."
@@ -86,6 +92,22 @@ def require_knotd() -> str:
     return _require(
         knotd_path(),
         "knotd not found: install Knot DNS (apt-get install knot) to run the DNS tests",
+    )
+
+
+def require_named() -> str:
+    """The ``named`` binary (BIND 9), or skip (locally) / fail (CI) with one line saying why."""
+    return _require(
+        _binary(NAMED_CANDIDATES),
+        "named not found: install BIND 9 (apt-get install bind9) to run the BIND tests",
+    )
+
+
+def require_named_checkzone() -> str:
+    """BIND's ``named-checkzone``, or skip (locally) / fail (CI)."""
+    return _require(
+        _binary(("named-checkzone", "/usr/sbin/named-checkzone")),
+        "named-checkzone not found: install BIND 9 (apt-get install bind9) to check zone files",
     )
 
 
@@ -196,8 +218,6 @@ class KnotServer:
     udp-workers: 1
     tcp-workers: 1
     background-workers: 1
-    tcp-io-timeout: 10000
-    tcp-remote-io-timeout: 10000
 database:
     storage: "{self.workdir / "db"}"
     # no fsync per update: a throwaway server; thousands of UPDATEs stay fast
@@ -300,6 +320,93 @@ zone:
             ),
             relativize=False,
         )
+
+
+class BindServer:
+    """One BIND 9 ``named`` process serving ``zone`` (a dynamic zone: TSIG-signed UPDATE and AXFR
+    allowed) from a copy of ``zone_file`` on ``127.0.0.1:port``, in the foreground, with its own
+    configuration in ``workdir`` and BIND's default timeouts and limits. No control channel."""
+
+    def __init__(self, workdir: Path, zone: str, zone_file: Path) -> None:
+        self.binary = require_named()
+        self.workdir = workdir
+        self.zone = zone.strip(".") + "."
+        self.port = free_port()
+        self.address = "127.0.0.1"
+        self.process: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.zone_file = workdir / f"{self.zone}db"
+        shutil.copyfile(zone_file, self.zone_file)
+        self.config = workdir / "named.conf"
+        self.log = workdir / "named.log"
+        self.config.write_text(
+            f"""options {{
+    directory "{workdir}";
+    pid-file "{workdir / "named.pid"}";
+    session-keyfile "{workdir / "session.key"}";
+    managed-keys-directory "{workdir}";
+    listen-on port {self.port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    notify no;
+}};
+controls {{ }};
+key "{TSIG_NAME}" {{
+    algorithm {TSIG_ALGORITHM};
+    secret "{TSIG_SECRET}";
+}};
+zone "{self.zone}" {{
+    type primary;
+    file "{self.zone_file}";
+    allow-update {{ key "{TSIG_NAME}"; }};
+    allow-transfer {{ key "{TSIG_NAME}"; }};
+}};
+""",
+            encoding="utf-8",
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start ``named -g`` (foreground, log to stderr) and wait until it answers the SOA."""
+        if self.process is not None:
+            return
+        log = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [self.binary, "-g", "-n", "1", "-c", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        log.close()
+        try:
+            _wait_for(
+                self.process,
+                f"named ({self.zone} SOA)",
+                dns.message.make_query(self.zone, "SOA"),
+                self.port,
+                lambda r: r.rcode() == dns.rcode.NOERROR and bool(r.answer),
+                self.tail,
+                timeout,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server (the test's own process: by its id)."""
+        process, self.process = self.process, None
+        _stop(process)
+
+    def tail(self, lines: int = 15) -> str:
+        return _tail(self.log, lines)
+
+    def query(self, name: str, rdtype: str) -> dns.message.Message:
+        """A direct query (for assertions): over TCP."""
+        return dns.query.tcp(
+            dns.message.make_query(name, rdtype), self.address, timeout=5, port=self.port
+        )
+
+    def serial(self) -> int:
+        return int(self.query(self.zone, "SOA").answer[0][0].serial)
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -57,12 +57,12 @@ async def test_facts_are_fetched_on_demand_once_and_then_cached() -> None:
     )
     answerer = Answerer(_resolver(), [source], clock=lambda: source.now)
     index = answerer.resolver.index
-    first = await answerer.resolve(0.5, 0.5, "noise")
+    first = await answerer.answer(0.5, 0.5, "noise")
     # the city's list says it does not take noise: the county, verified, answers
     assert first.jurisdiction is not None and first.jurisdiction.id == "county"
     assert first.concern_status == "verified"
     assert sorted(source.fetched) == ["city", "county"]
-    second = await answerer.resolve(0.5, 0.5, "noise")
+    second = await answerer.answer(0.5, 0.5, "noise")
     # the same answer, now from what was fetched: provenance says so
     assert {k: v for k, v in second.to_dict().items() if k != "provenance"} == {
         k: v for k, v in first.to_dict().items() if k != "provenance"
@@ -72,7 +72,7 @@ async def test_facts_are_fetched_on_demand_once_and_then_cached() -> None:
     assert sorted(source.fetched) == ["city", "county"]  # served from what was fetched
     assert answerer.resolver.index is index  # no boundary changed: the index is shared
     source.now += 61  # expired: fetched again
-    await answerer.resolve(0.5, 0.5, "noise")
+    await answerer.answer(0.5, 0.5, "noise")
     assert sorted(source.fetched) == ["city", "city", "county", "county"]
 
 
@@ -85,7 +85,7 @@ async def test_concurrent_requests_share_one_refresh() -> None:
         clock=lambda: source.now,
         on_update=lambda js: updates.append([j.id for j in js]),
     )
-    answers = await asyncio.gather(*(answerer.resolve(0.5, 0.5, "pothole") for _ in range(20)))
+    answers = await asyncio.gather(*(answerer.answer(0.5, 0.5, "pothole") for _ in range(20)))
     assert source.fetched == ["city"]
     assert updates == [["city"]]
     assert all(a.jurisdiction is not None and a.jurisdiction.id == "city" for a in answers[-1:])
@@ -117,4 +117,4 @@ async def test_a_registry_update_during_a_refresh_loses_neither() -> None:
     resolver = answerer.resolver
     assert resolver.jurisdiction("city").services == (Service("P", "Pothole"),)
     assert "town399" in resolver and "county" not in resolver
-    assert (await answerer.resolve(0.5, 10.5)).jurisdiction.id == "town0"  # type: ignore[union-attr]
+    assert (await answerer.answer(0.5, 10.5)).jurisdiction.id == "town0"  # type: ignore[union-attr]

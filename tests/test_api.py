@@ -102,6 +102,49 @@ async def test_service_bodies_follow_registry_changes_and_the_host(
         assert [r["type"] for r in results["results"]] == [t for _, t in order]
 
 
+@pytest.mark.parametrize(
+    ("types", "status", "answered"),
+    [
+        # only types this server does not answer: the protocol's "no results"
+        (["urn:x-unknown"], 404, []),
+        (["urn:x-unknown", "http://ns.geowebdns.org/311/elsewhere"], 404, []),
+        # an unknown type beside a known one: "any of the given types", the unknown ignored
+        (["urn:x-unknown", TYPE_OPEN311], 200, [TYPE_OPEN311]),
+        ([TYPE_DISCOVERY, "", TYPE_CONCERN_PREFIX], 200, [TYPE_DISCOVERY]),
+        # other spellings of the same types: https, a trailing slash, the host's case, the port
+        (["https://ns.geowebdns.org/311/jurisdiction"], 200, ["https://ns.geowebdns.org/311/jurisdiction"]),
+        ([TYPE_OPEN311 + "/"], 200, [TYPE_OPEN311 + "/"]),
+        (["HTTP://NS.GeoWebDNS.org:80/311/discovery"], 200, ["HTTP://NS.GeoWebDNS.org:80/311/discovery"]),
+        (["https://ns.geowebdns.org/311/concern/pothole/"], 200, ["https://ns.geowebdns.org/311/concern/pothole/"]),
+        # the path is compared as written: another path is another (unknown) type
+        (["http://ns.geowebdns.org/311/Jurisdiction"], 404, []),
+        # a port that is not the scheme's default names another host
+        (["http://ns.geowebdns.org:8080/311/jurisdiction"], 404, []),
+    ],
+)  # fmt: skip
+async def test_service_types_as_the_wiki_page_reads_them(
+    client: TestClient[Any, Any], types: list[str], status: int, answered: list[str]
+) -> None:
+    params = [*SF_CITY_HALL.items(), *(("type", t) for t in types)]
+    response = await client.get("/service", params=params)
+    assert response.status == status
+    results = (await _json(response))["results"]
+    assert [r["type"] for r in results] == answered  # each result names its type as asked
+    for result in results:
+        assert result["uri"].startswith("https://mobile311.sfgov.org/") or result["uri"].endswith(
+            "discovery.json"
+        )
+        assert result["kml_uri"] == result["kml"] and result["kml"].endswith(".kml")
+
+
+async def test_service_types_lists_the_types_served(client: TestClient[Any, Any]) -> None:
+    body = await _json(await client.get("/service/types"))
+    listed = [t["type"] for t in body["types"]]
+    assert listed == [TYPE_OPEN311, TYPE_DISCOVERY, TYPE_CONCERN_PREFIX + "{concern}"]
+    assert body["default"] == [TYPE_OPEN311, TYPE_DISCOVERY]
+    assert "https as http" in body["compared"]
+
+
 async def test_nevada_desert_is_404_with_empty_results(client: TestClient[Any, Any]) -> None:
     response = await client.get("/service", params={**NEVADA_DESERT, "type": TYPE_OPEN311})
     assert response.status == 404
@@ -141,8 +184,6 @@ async def test_nevada_desert_gets_the_fallback_when_configured(
         ("/service", {"lat": "37"}, 400, "missing_parameter"),
         # missing both
         ("/v1/resolve", {}, 400, "missing_parameter"),
-        # a type this server does not answer
-        ("/service", {**SF_CITY_HALL, "type": "urn:x-unknown"}, 400, "unknown_type"),
         # a concern that is absurdly long
         ("/v1/resolve", {**SF_CITY_HALL, "concern": "x" * 500}, 400, "invalid_input"),
         # an unknown jurisdiction
@@ -266,7 +307,7 @@ async def test_a_batch_of_1_000_001_points_is_refused(
 
 async def test_jurisdictions_listing_detail_geojson_kml(client: TestClient[Any, Any]) -> None:
     listing = await _json(await client.get("/v1/jurisdictions"))
-    assert listing["source"] == "embedded"
+    assert listing["source"] == "store"  # the embedded registry is a layer of the store
     ids = {j["id"] for j in listing["jurisdictions"]}
     assert {"san-francisco-ca", "bonn-de", "fixmystreet-uk"} <= ids
     assert listing["total"] == len(ids)
@@ -275,8 +316,8 @@ async def test_jurisdictions_listing_detail_geojson_kml(client: TestClient[Any, 
         j["id"] for j in listing["jurisdictions"][2:5]
     ]
 
-    detail = await _json(await client.get("/v1/jurisdictions/bonn-de"))
-    assert detail["jurisdiction_id"] == "bonn.de" and detail["has_boundary"] is False
+    detail = await _json(await client.get("/v1/jurisdictions/zurich-ch"))
+    assert detail["jurisdiction_id"] == "stadt-zuerich.ch" and detail["has_boundary"] is False
     feature = await _json(await client.get("/v1/jurisdictions/san-francisco-ca.geojson"))
     assert feature["type"] == "Feature" and feature["geometry"]["type"] in (
         "Polygon",
@@ -289,12 +330,15 @@ async def test_jurisdictions_listing_detail_geojson_kml(client: TestClient[Any, 
 
 async def test_healthz(client: TestClient[Any, Any]) -> None:
     body = await _json(await client.get("/healthz"))
-    assert body["status"] == "ok" and body["registry"] == "embedded"
-    assert body["with_boundary"] == 7
+    assert body["status"] == "ok" and body["registry"] == "store"
+    assert body["with_boundary"] == 59 and body["jurisdictions"] == 82
+    assert body["layers"]["embedded"]["entries"] == 82
+    assert body["layers"]["local"]["entries"] == 0
 
 
 async def test_counties_store_over_http(aiohttp_client: ClientFactory, counties_db: Path) -> None:
-    client = await aiohttp_client(create_app(Settings(db=str(counties_db))))
+    # the counties alone (tests/test_embedded_layer.py answers them with the embedded layer)
+    client = await aiohttp_client(create_app(Settings(db=str(counties_db), embedded=False)))
     body = await _json(await client.get("/v1/resolve", params=SF_CITY_HALL))
     assert body["jurisdiction"]["id"] == "06075"
     # counties have no endpoint of their own: named, but the answer says so

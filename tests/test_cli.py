@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import shapely
@@ -172,7 +173,7 @@ def test_import_with_endpoint_then_replace(tmp_path: Path) -> None:
         "city.example",
     )
     assert code == 0, err
-    assert "imported 1 jurisdictions" in out
+    assert "imported 1 jurisdiction from" in out
     code, out, _ = geoweb("resolve", "--lat", "0.5", "--long", "0.5", "--json", "--db", db)
     answer = json.loads(out)
     assert answer["jurisdiction"]["id"] == "7"
@@ -202,7 +203,7 @@ def test_jurisdictions_listing(tmp_path: Path) -> None:
     code, out, _ = geoweb("jurisdictions", "--db", str(tmp_path / "e.sqlite"))
     assert code == 0 and "from the embedded registry" in out and "san-francisco-ca" in out
     code, out, _ = geoweb("jurisdictions", "--json", "--db", str(tmp_path / "e.sqlite"))
-    assert json.loads(out)["source"] == "embedded"
+    assert json.loads(out)["layers"]["embedded"]["entries"] == 82
 
 
 def test_counties_import_reports_repairs_and_missing_geometry(counties_db: Path) -> None:
@@ -240,6 +241,7 @@ def test_resolve_batch_20000_us_points_agree_with_shapely(
             str(out_csv),
             "--db",
             str(counties_db),
+            "--no-embedded",  # the counties alone, as the shapely check below sees them
         ],
         check=True,
     )
@@ -273,3 +275,79 @@ def test_help_tells_the_truth() -> None:
         code, out, _ = geoweb(command, "--help")
         assert code == 0 and "Usage:" in out
     assert "lat,long[,concern]" in geoweb("resolve-batch", "--help")[1]
+
+
+def _every_command(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for name, command in sorted(group.commands.items()):
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found += _every_command(command, (*prefix, name))
+    return found
+
+
+@pytest.mark.parametrize("command", [(), *_every_command(main)], ids=" ".join)
+def test_short_help_on_every_command(command: tuple[str, ...]) -> None:
+    code, out, err = geoweb(*command, "-h")
+    assert code == 0, err
+    assert out.startswith("Usage: ") and "-h, --help" in out
+    assert out == geoweb(*command, "--help")[1]
+
+
+def test_geoweb_db_reaches_every_command(tmp_path: Path) -> None:
+    """GEOWEB_DB names the store for every command that takes --db; a command's own
+    GEOWEB_<COMMAND>_DB, then --db, win over it."""
+    db = tmp_path / "env.sqlite"
+    path = _write_geojson(tmp_path / "city.geojson", [_square(7, "Seven")])
+    env = {"GEOWEB_DB": str(db)}
+    imported = CliRunner(env=env).invoke(
+        main, ["import", str(path), "--id-field", "code", "--name-field", "label"]
+    )
+    assert imported.exit_code == 0, imported.stderr
+    assert imported.stdout == f"imported 1 jurisdiction from {path} into {db}\n"
+    listed = CliRunner(env=env).invoke(main, ["jurisdictions"])
+    assert listed.stdout.startswith("# 83 jurisdictions: 82 from the embedded registry (")
+    assert listed.stdout.split("\n")[0].endswith("), 1 local")
+    resolved = CliRunner(env=env).invoke(main, ["resolve", "--lat", "0.5", "--long", "0.5"])
+    assert resolved.exit_code == 3 and "jurisdiction: 7 (Seven)" in resolved.stdout
+    status = CliRunner(env=env).invoke(main, ["registry", "status"])
+    assert json.loads(status.stdout)["layers"]["local"]["entries"] == 1
+    # more specific names win: the command's own variable, then the option
+    other = str(tmp_path / "other.sqlite")
+    own = CliRunner(env={**env, "GEOWEB_JURISDICTIONS_DB": other}).invoke(main, ["jurisdictions"])
+    assert "from the embedded registry" in own.stdout
+    given = CliRunner(env=env).invoke(main, ["jurisdictions", "--db", other])
+    assert "from the embedded registry" in given.stdout
+
+
+def test_settings_from_the_environment_are_checked(tmp_path: Path) -> None:
+    result = CliRunner(env={"GEOWEB_REFRESH_CONCURRENCY": "0"}).invoke(
+        main, ["refresh", "--db", str(tmp_path / "e.sqlite")]
+    )
+    assert result.exit_code == 2
+    assert "--refresh-concurrency" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jurisdictions"],
+        ["jurisdictions", "--json"],
+        ["resolve", "--lat", "37.7793", "--long", "-122.4193"],
+        ["resolve", "--lat", "37.7793", "--long", "-122.4193", "--json"],
+        ["registry", "status"],
+        ["mirror", "list", "--json"],
+    ],
+    ids=" ".join,
+)
+def test_outputs_end_with_a_newline(tmp_path: Path, args: list[str]) -> None:
+    code, out, err = geoweb(*args, "--db", str(tmp_path / "e.sqlite"))
+    assert code == 0, err
+    assert out.endswith("\n") and not out.endswith("\n\n")
+
+
+def test_exported_registry_geojson_ends_with_a_newline(tmp_path: Path) -> None:
+    out = tmp_path / "registry.geojson"
+    code, stdout, err = geoweb("registry", "export", str(out), "--db", str(tmp_path / "e.sqlite"))
+    assert code == 0, err
+    assert out.read_bytes().endswith(b"}\n") and stdout.endswith(f"to {out}\n")

@@ -1,8 +1,8 @@
-"""The done-when of issue 4, over real HTTP: a registry pointing at stand-in city servers built
-from the recorded real documents; the first answer's services come from the network, the second
-(after a restart) from the cache, and provenance says which. Hostile cities are refused with a
-recorded reason, visible in GET /v1/jurisdictions/{id}; ``geoweb refresh`` does the same on
-demand."""
+"""Answers with facts refreshed from the cities themselves, over real HTTP: a registry pointing
+at stand-in city servers built from the recorded real documents; the first answer's services
+come from the network, the second (after a restart) from the cache, and provenance says which.
+Hostile cities are refused with a recorded reason, visible in GET /v1/jurisdictions/{id};
+``geoweb refresh`` does the same on demand."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from discovery.fetch import Fetcher, FetchError, FetchLimits, MemoryHttpCache, make_session
-from resolver.store import Store, StoreHttpCache
+from resolver.store import Store
+from resolver.store.caches import StoreHttpCache
 from tests.open311_servers import HUGE_BYTES, StandIn, stand_in_app
 
 LOOPBACK = ("127.0.0.0/8",)

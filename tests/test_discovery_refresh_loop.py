@@ -16,7 +16,8 @@ from shapely.geometry import box
 from common.models import Jurisdiction
 from resolver.config import Settings
 from resolver.http.app import STORE, create_app
-from resolver.store import Store, refresh_status
+from resolver.store import Store
+from resolver.store.caches import refresh_status
 from tests.open311_servers import StandIn
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -59,6 +60,7 @@ def settings(db: Path, **loop: Any) -> Settings:
         discovery_refresh=True,
         allow_network=("127.0.0.0/8",),
         fetch_timeout=3.0,
+        embedded=False,  # the stand-in cities only: no refresh of the real ones
         **loop,
     )
 

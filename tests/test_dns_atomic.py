@@ -103,7 +103,9 @@ def knot(tmp_path: Path, registries: Registries) -> Iterator[KnotServer]:
     result = CliRunner().invoke(
         main,
         [
-            "zone", "export", "--origin", ZONE, "--db", str(registries.db), "--ttl", str(TTL),
+            "zone", "export", "--origin", ZONE, "--db", str(registries.db), "--no-embedded",
+            "--ttl", str(TTL),
+            "--nameserver-address", "127.0.0.1",
             "--cell-depth", str(OLD_SCHEME.max_depth), "--split-above",
             str(OLD_SCHEME.split_above), "--boundary-url",
             f"{registries.documents.base}/boundaries/{{id}}.geojson",
@@ -158,8 +160,8 @@ def _expected(
 
 async def _read_all(reader: DnsDiscovery, points: list[tuple[float, float]]) -> list[Summary]:
     """Every point resolved from DNS as it is now: the DNS cache is emptied first."""
-    reader.lookup.cache.flush()
-    answers = await asyncio.gather(*(reader.resolve(lat, long) for lat, long in points))
+    await reader.lookup.cache.flush()
+    answers = await asyncio.gather(*(reader.answer(lat, long) for lat, long in points))
     return [_summary(a) for a in answers]
 
 

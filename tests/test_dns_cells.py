@@ -108,7 +108,8 @@ world = Jurisdiction(
 ).with_boundary(box(-180, -90, 180, 90))
 # every cell forced down to level 4: 32**4 = 1,048,576 cells, no size limit
 options = ZoneOptions(
-    "registry.example", scheme=CellScheme(max_depth=4, min_depth=4), max_cells=None
+    "registry.example", scheme=CellScheme(max_depth=4, min_depth=4), max_cells=None,
+    nameserver_addresses=("192.0.2.53",),
 )
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with open(os.devnull, "w") as out:
@@ -130,7 +131,8 @@ def test_a_million_cell_zone_streams_in_bounded_memory() -> None:
     )
     assert result.returncode == 0, result.stderr
     cells, records, growth_kib = map(int, result.stdout.split())
-    assert cells == 32**4 and records == cells + 4  # SOA, NS, the cell pointer and marker
+    # SOA, NS, the NS's address, the cell pointer and marker
+    assert cells == 32**4 and records == cells + 5
     # about 50 MB of zone text went through; the process grew by less than 16 MiB
     assert growth_kib < 16 * 1024, f"peak memory grew by {growth_kib} KiB"
 
@@ -150,8 +152,10 @@ def test_a_zone_over_max_cells_is_refused_before_anything_is_written(counties_db
     assert out.getvalue() == ""
     result = CliRunner().invoke(
         main, ["zone", "export", "--origin", "counties.test", "--db", str(counties_db),
-               "--max-cells", "10"]
+               "--no-embedded", "--max-cells", "10", "--nameserver-address", "192.0.2.53"]
     )  # fmt: skip
-    # the counties store has no domains: nothing to publish, so nothing is too large
-    assert result.exit_code == 0, result.output
-    assert "3231 skipped" in result.output
+    # the counties store has no domains: nothing to publish, so nothing is too large; a zone
+    # that publishes nothing is a failure, with every skip counted
+    assert result.exit_code == 1, result.output
+    assert "3231 skipped" in result.output and "and 3181 more skipped" in result.output
+    assert "0 of 3231 jurisdictions have both" in result.output

@@ -78,6 +78,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, counties_db: Path) -> Iterat
         main,
         [
             "zone", "export", "--origin", ZONE, "--db", str(work / "registry.sqlite"),
+            "--no-embedded",
+            "--nameserver-address", "127.0.0.1",
             "--ttl", str(TTL), "--boundary-url", f"{documents.base}/boundaries/{{id}}.geojson",
         ],
     )  # fmt: skip
@@ -101,6 +103,7 @@ def _settings(world: World, db: Path | None = None, **more: Any) -> Settings:
         dns_timeout=1.0,
         dns_registry_zone=ZONE,
         allow_network=LOOPBACK,
+        embedded=False,  # the local counties and what DNS knows, nothing else
         **more,
     )
 
@@ -194,7 +197,7 @@ def test_geoweb_resolve_finds_jurisdictions_through_dns(world: World, tmp_path: 
         "resolve", "--lat", str(IN_LAS_VEGAS[0]), "--long", str(IN_LAS_VEGAS[1]),
         "--db", str(db), "--dns-nameserver", world.knot.address,
         "--dns-port", str(world.knot.port), "--dns-registry-zone", ZONE,
-        "--allow-network", LOOPBACK[0],
+        "--allow-network", LOOPBACK[0], "--no-embedded",
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output

@@ -28,7 +28,8 @@ from resolver.cli.main import main
 from resolver.config import Settings
 from resolver.http.app import create_app
 from resolver.sources.dns import DnsSource
-from resolver.store import Store, StoreDnsCache
+from resolver.store import Store
+from resolver.store.caches import StoreDnsCache
 
 ZONE = "cache.test"
 
@@ -118,14 +119,14 @@ def test_answers_too_old_to_serve_are_pruned(tmp_path: Path) -> None:
     with Store(tmp_path / "prune.sqlite") as store:
         cache = StoreDnsCache(store, max_age=3600)
         old = time.time() - 10_000
-        cache.put(DnsAnswer("old.example.", "TXT", ((b"v=1",),), 60, old))
-        cache.put(DnsAnswer("new.example.", "PTR", ("x.example",), 60, time.time()))
+        cache.write(DnsAnswer("old.example.", "TXT", ((b"v=1",),), 60, old))
+        cache.write(DnsAnswer("new.example.", "PTR", ("x.example",), 60, time.time()))
         assert len(cache) == 2
         assert cache.prune() == 1
-        assert cache.get(("old.example.", "TXT")) is None
-        answer = cache.get(("new.example.", "PTR"))
+        assert cache.read(("old.example.", "TXT")) is None
+        answer = cache.read(("new.example.", "PTR"))
         assert answer is not None and answer.records == ("x.example",)
-        cache.flush()
+        cache.remove()
         assert len(cache) == 0
 
 

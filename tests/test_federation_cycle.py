@@ -75,7 +75,8 @@ class Node:
         return self.app[STORE]
 
     async def sync(self, upstream: Node) -> Any:
-        result = await sync_mirror(self.store, upstream.url, self.app[FETCHER])
+        attest = self.app[REGISTRY].attest  # the server's own check against the city's DNS
+        result = await sync_mirror(self.store, upstream.url, self.app[FETCHER], attest=attest)
         await self.app[REGISTRY].catch_up()
         return result
 
@@ -98,6 +99,7 @@ async def nodes(store_urls: list[str], city_knot: KnotServer) -> AsyncIterator[l
             dns_nameserver=(city_knot.address,),
             dns_port=city_knot.port,
             register_domain=("city.example",),
+            embedded=False,  # the entries of these tests only
         )
         server = TestServer(create_app(settings), host="127.0.0.1")
         await server.start_server()
@@ -109,7 +111,8 @@ async def nodes(store_urls: list[str], city_knot: KnotServer) -> AsyncIterator[l
 
 async def _register(node: Node, knot: KnotServer, jurisdiction: str, boundary: Any) -> None:
     """Register on ``node`` as city.example would: ask for a challenge, publish its record in the
-    city's zone by signed UPDATE, then send the entry."""
+    city's zone by signed UPDATE, then send the entry. The city's ``_open311`` record names the
+    same discovery URL, which is what lets mirrors believe the entry's attestation."""
     async with aiohttp.ClientSession(node.url) as session:
         body = {"domain": "city.example", "jurisdiction": jurisdiction}
         async with session.post("/v1/registry/challenges", json=body) as response:
@@ -118,6 +121,9 @@ async def _register(node: Node, knot: KnotServer, jurisdiction: str, boundary: A
         record = challenge["record"]
         update = dns.update.UpdateMessage("city.example.")
         update.replace(record["name"], 60, "TXT", f'"{record["value"]}"')
+        update.replace(
+            "_open311", 60, "TXT", '"v=open311-1" "d=https://city.example/open311/discovery.json"'
+        )
         update.use_tsig(dns.tsig.Key(TSIG_NAME, TSIG_SECRET, TSIG_ALGORITHM))
         await asyncio.to_thread(dns.query.tcp, update, knot.address, port=knot.port, timeout=5)
         feature = {
@@ -237,6 +243,7 @@ async def test_killing_a_mirror_mid_sync_loses_nothing(nodes: list[Node]) -> Non
         "127.0.0.0/8",
         "--db",
         b.store.url,
+        "--no-embedded",
     ]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
@@ -267,12 +274,20 @@ async def test_killing_a_mirror_mid_sync_loses_nothing(nodes: list[Node]) -> Non
 
 async def test_serve_syncs_its_upstreams_in_the_background(store_urls: list[str]) -> None:
     a_url, b_url, _ = store_urls
-    a = TestServer(create_app(Settings(db=a_url, mirror_interval=0)), host="127.0.0.1")
+    a = TestServer(
+        create_app(Settings(db=a_url, mirror_interval=0, embedded=False)), host="127.0.0.1"
+    )
     await a.start_server()
     upstream = str(a.make_url("")).rstrip("/")
     with Store(b_url) as b_store:
         b_store.add_mirror(upstream)
-    settings = Settings(db=b_url, allow_network=LOOPBACK, registry_poll=0.05, mirror_interval=0.2)
+    settings = Settings(
+        db=b_url,
+        allow_network=LOOPBACK,
+        registry_poll=0.05,
+        mirror_interval=0.2,
+        embedded=False,
+    )
     b = TestServer(create_app(settings), host="127.0.0.1")
     await b.start_server()
     try:

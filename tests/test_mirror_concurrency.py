@@ -55,6 +55,7 @@ async def test_two_processes_syncing_into_one_postgresql_store(tmp_path: Path, p
         "127.0.0.0/8",
         "--db",
         pg_url,
+        "--no-embedded",
     ]
     processes = [
         await asyncio.create_subprocess_exec(

@@ -177,6 +177,7 @@ async def registry(
         dns_port=knot.port,
         dns_timeout=2.0,
         mirror_interval=0,
+        embedded=False,  # the registered entries only
     )
     client = await aiohttp_client(create_app(settings))
     registry = Registry(client, knot, db)
@@ -710,6 +711,7 @@ async def test_only_listed_domains_may_register(
             dns_nameserver=(knot.address,),
             dns_port=knot.port,
             register_domain=allowed,
+            embedded=False,
             mirror_interval=0,
         )
         client = await aiohttp_client(create_app(settings))

@@ -40,7 +40,7 @@ async def registry_client(aiohttp_client: Any, tmp_path: Path) -> TestClient[Any
     with Store(db) as store:
         store.save(_entries(3), source="test")
         store.delete(["j2"], source="test")
-    return await aiohttp_client(create_app(Settings(db=str(db), mirror_interval=0)))
+    return await aiohttp_client(create_app(Settings(db=str(db), mirror_interval=0, embedded=False)))
 
 
 async def test_the_snapshot_has_an_etag_per_serial(registry_client: TestClient[Any, Any]) -> None:
@@ -79,7 +79,9 @@ async def test_servers_sharing_a_store_follow_each_others_writes(tmp_path: Path)
     db = str(tmp_path / "shared.sqlite")
     Store(db).close()
     servers = [
-        TestServer(create_app(Settings(db=db, registry_poll=0.05, mirror_interval=0)))
+        TestServer(
+            create_app(Settings(db=db, registry_poll=0.05, mirror_interval=0, embedded=False))
+        )
         for _ in range(2)
     ]
     for server in servers:
@@ -114,7 +116,9 @@ def test_export_to_geopackage_and_geojson(tmp_path: Path) -> None:
         store.save([*_entries(2), Jurisdiction(id="nowhere", name="No boundary")], source="t")
     runner = CliRunner()
     gpkg = tmp_path / "registry.gpkg"
-    result = runner.invoke(main, ["registry", "export", str(gpkg), "--db", str(db)])
+    result = runner.invoke(
+        main, ["registry", "export", str(gpkg), "--db", str(db), "--no-embedded"]
+    )
     assert result.exit_code == 0, result.output
     with fiona.open(gpkg, layer="jurisdictions") as layer:
         records = {r["properties"]["id"]: r for r in layer}
@@ -125,7 +129,12 @@ def test_export_to_geopackage_and_geojson(tmp_path: Path) -> None:
     assert records["j0"]["properties"]["endpoint"] == "https://j0.example/open311/v2"
     assert records["j0"]["properties"]["version"] == 1
     geojson = tmp_path / "registry.geojson"
-    assert runner.invoke(main, ["registry", "export", str(geojson), "--db", str(db)]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["registry", "export", str(geojson), "--db", str(db), "--no-embedded"]
+        ).exit_code
+        == 0
+    )
     assert len(read_registry(orjson.loads(geojson.read_bytes()))) == 3
     bad = runner.invoke(main, ["registry", "export", str(tmp_path / "r.csv"), "--db", str(db)])
     assert bad.exit_code != 0 and ".gpkg" in bad.output
@@ -145,7 +154,9 @@ def test_mirror_commands(tmp_path: Path) -> None:
     bad = runner.invoke(main, ["mirror", "add", "registry.example", "--db", db])
     assert bad.exit_code != 0 and "http(s) URL" in bad.output
     # Its address is public, but nothing answers there in this sandbox: the sync fails, says why.
-    sync = runner.invoke(main, ["mirror", "sync", "--once", "--timeout", "2", "--db", db])
+    sync = runner.invoke(
+        main, ["mirror", "sync", "--once", "--timeout", "2", "--db", db, "--no-embedded"]
+    )
     assert sync.exit_code == 1 and "failed: https://registry.example/geoweb" in sync.output
     listed = runner.invoke(main, ["mirror", "list", "--db", db])
     assert "failing (1x)" in listed.output
@@ -163,7 +174,9 @@ async def test_an_expired_entry_is_mirrored_but_not_answered(
     live, expired = _entries(2)
     with Store(db) as store:
         store.save([live, replace(expired, expires="2001-01-01T00:00:00.000000Z")], source="test")
-    client = await aiohttp_client(create_app(Settings(db=str(db), mirror_interval=0)))
+    client = await aiohttp_client(
+        create_app(Settings(db=str(db), mirror_interval=0, embedded=False))
+    )
     assert (await (await client.get("/v1/resolve?lat=10.5&long=0.5")).json())["found"] is True
     gone = await (await client.get("/v1/resolve?lat=10.5&long=1.5")).json()
     assert gone["found"] is False and gone["reason"] == "no_jurisdiction"
@@ -177,7 +190,9 @@ async def test_a_store_that_fails_mid_run_gives_503_not_a_crash(
     db = tmp_path / "r.sqlite"
     with Store(db) as store:
         store.save(_entries(1), source="test")
-    client = await aiohttp_client(create_app(Settings(db=str(db), mirror_interval=0)))
+    client = await aiohttp_client(
+        create_app(Settings(db=str(db), mirror_interval=0, embedded=False))
+    )
     with Store(db) as store, store.engine.begin() as connection:  # the database breaks under it
         connection.exec_driver_sql("DROP TABLE jurisdictions")
     response = await client.get("/v1/registry")

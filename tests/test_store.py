@@ -28,14 +28,9 @@ from sqlalchemy import (
 from common.errors import InvalidInput, StoreError
 from common.models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
 from discovery.fetch import Fetched
-from resolver.store import (
-    SCHEMA_VERSION,
-    Store,
-    StoreHttpCache,
-    database_url,
-    record_refresh,
-    refresh_status,
-)
+from resolver.store import Store
+from resolver.store.caches import StoreHttpCache, record_refresh, refresh_status
+from resolver.store.database import SCHEMA_VERSION, database_url
 
 
 def _j(id_: str, **kw: object) -> Jurisdiction:
@@ -332,16 +327,16 @@ def test_the_http_cache_keeps_bytes_and_replaces_by_url(store_url: str) -> None:
     body = bytes(range(256)) * 4  # every byte value, NUL included
     with Store(store_url) as store:
         cache = StoreHttpCache(store)
-        assert cache.get("https://a.example/d.json") is None
-        cache.put(_fetched("https://a.example/d.json", b"old", etag='"1"'))
-        cache.put(_fetched("https://a.example/d.json", body, etag='"2"'))
-        cache.put(_fetched("https://b.example/d.json", b"{}"))
-        got = cache.get("https://a.example/d.json")
+        assert cache.read("https://a.example/d.json") is None
+        cache.write(_fetched("https://a.example/d.json", b"old", etag='"1"'))
+        cache.write(_fetched("https://a.example/d.json", body, etag='"2"'))
+        cache.write(_fetched("https://b.example/d.json", b"{}"))
+        got = cache.read("https://a.example/d.json")
         # a header too long for its column: not cached, and no error
-        cache.put(_fetched("https://c.example/d.json", b"{}", etag="x" * 5000))
-        assert cache.get("https://c.example/d.json") is None
-        cache.flush("https://b.example/d.json")
-        assert cache.get("https://b.example/d.json") is None
+        cache.write(_fetched("https://c.example/d.json", b"{}", etag="x" * 5000))
+        assert cache.read("https://c.example/d.json") is None
+        cache.remove("https://b.example/d.json")
+        assert cache.read("https://b.example/d.json") is None
     assert got is not None and got.from_cache
     assert (got.body, got.etag, got.fetched_at, got.expires_at) == (
         body,

@@ -26,7 +26,9 @@ from sqlalchemy import Connection, create_engine, make_url, text
 from common.errors import StoreError
 from common.models import Jurisdiction
 from resolver.cli.main import main
-from resolver.store import _SCHEMA_LOCK, Store, StoreHttpCache, refresh_status
+from resolver.store import Store
+from resolver.store.caches import StoreHttpCache, refresh_status
+from resolver.store.database import _SCHEMA_LOCK
 
 
 def _j(id_: str, **kw: Any) -> Jurisdiction:
@@ -41,7 +43,8 @@ from shapely.geometry import box
 from discovery.fetch import Fetched
 from common.errors import InvalidInput
 from common.models import Jurisdiction
-from resolver.store import Store, StoreHttpCache, record_refresh
+from resolver.store import Store
+from resolver.store.caches import StoreHttpCache, record_refresh
 
 job = json.loads(sys.argv[1])
 with Store(job["url"]) as store:
@@ -57,7 +60,7 @@ with Store(job["url"]) as store:
     if job["cache"]:
         name = job["name"]
         fetched = Fetched(job["cache"], 200, "text/plain", name.encode(), 0, None, name, None, 0, 0)
-        StoreHttpCache(store).put(fetched)
+        StoreHttpCache(store).write(fetched)
         print("cached", flush=True)
     if job["refresh"]:
         record_refresh(store, job["refresh"], ok=False, reason=job["name"], url=None)
@@ -277,7 +280,13 @@ def test_processes_creating_one_store_at_once_agree(pg_cluster: PgCluster, pg_ur
     # one registry, created once: every process sees the same id
     ids = {out[0] for out in outputs}
     assert len(ids) == 1 and ids.pop().startswith("opened ")
-    assert [key for key, _ in meta] == ["log_floor", "registry_id", "schema_version", "serial"]
+    assert [key for key, _ in meta] == [
+        "generation_scheme",
+        "log_floor",
+        "registry_id",
+        "schema_version",
+        "serial",
+    ]
 
 
 def test_processes_caching_one_url_at_once_both_succeed(pg_cluster: PgCluster, pg_url: str) -> None:
@@ -297,7 +306,7 @@ def test_processes_caching_one_url_at_once_both_succeed(pg_cluster: PgCluster, p
             holder.rollback()
             holder.close()
         outputs = _finish(writers)
-        cached = StoreHttpCache(store).get(url)
+        cached = StoreHttpCache(store).read(url)
         status = refresh_status(store, "city")
     assert [out[1:] for out in outputs] == [["cached"], ["cached"], ["recorded"], ["recorded"]]
     # the later write wins, whole: body and validator from the same response
@@ -331,7 +340,9 @@ def test_geoweb_import_into_postgresql(
     result = runner.invoke(main, [*imported, "--endpoint-url", "https://one.example/open311/v2/"])
     assert result.exit_code == 0, result.output
     assert "imported 2 jurisdictions" in result.stdout
-    result = runner.invoke(main, ["resolve", "--lat", "0.5", "--long", "2.5", "--json", "--db", db])
+    result = runner.invoke(
+        main, ["resolve", "--lat", "0.5", "--long", "2.5", "--json", "--db", db, "--no-embedded"]
+    )
     answer = json.loads(result.stdout)
     assert answer["jurisdiction"]["id"] == "2" and answer["jurisdiction"]["name"] == "City 2"
     assert answer["endpoint"]["url"] == "https://one.example/open311/v2/"
@@ -341,9 +352,11 @@ def test_geoweb_import_into_postgresql(
     moved = _geojson(tmp_path / "cities.geojson", {"2": 5.0})
     result = runner.invoke(main, [*imported[:1], str(moved), *imported[2:], "--replace"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["resolve", "--lat", "0.5", "--long", "5.5", "--json", "--db", db])
+    result = runner.invoke(
+        main, ["resolve", "--lat", "0.5", "--long", "5.5", "--json", "--db", db, "--no-embedded"]
+    )
     assert json.loads(result.stdout)["jurisdiction"]["id"] == "2"
-    result = runner.invoke(main, ["jurisdictions", "--json", "--db", db])
+    result = runner.invoke(main, ["jurisdictions", "--json", "--db", db, "--no-embedded"])
     assert result.exit_code == 0, result.output
     with Store(db) as store:
         assert [j.id for j in store.jurisdictions()] == ["1", "2"]

@@ -6,7 +6,10 @@ Every server of ``open311-servers.yml`` (the Open311 wiki's list) and every endp
 ``open311-endpoints-r311.json`` (rOpenGov r311, 2025) becomes a jurisdiction; entries naming the
 same city in both lists are merged. Known copy-paste errors are corrected here, each with the
 evidence for it, and every correction or repair is written into the entry's ``notes``.
-Boundaries are attached only where the shared data holds an honest one (see ``BOUNDARIES``).
+Boundaries are attached only where a public body's own limits are at hand: the countries of the
+shared data (``BOUNDARIES``) and the city limits extracted into ``tools/sources/`` (``EXTRACTS``,
+written by ``python -m tools.extract_places``). The document names its release (``RELEASED``,
+``CONTENT_DIGEST``).
 
 The output is deterministic: the same shared data always gives the same bytes, so ``--check``
 can tell whether the committed registry is current.
@@ -15,6 +18,7 @@ can tell whether the committed registry is current.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import unicodedata
@@ -24,18 +28,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import shapely
-import shapely.geometry
 import yaml
-from shapely.geometry.base import BaseGeometry
 
+from boundaries.geojson import boundary_from_geojson
+from common.errors import InvalidBoundary
 from common.models import GEOREPORT_V2, Endpoint, Jurisdiction, Provenance
 from discovery.urls import is_hostname, normalize_base_url, normalize_discovery_url
 from resolver.registry.documents import read_registry, registry_document
 
 SERVERS = "open311-servers.yml"
 R311 = "open311-endpoints-r311.json"
-COUNTIES = "us-counties.geojson"
 COUNTRIES = "world-countries-50m.geojson"
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -122,52 +124,9 @@ class BoundarySource:
     why: str
 
 
-_CENSUS = "US Census cartographic boundary 1:10m via us-atlas 3.0.1"
 _NATURAL_EARTH = "Natural Earth 1:50m admin-0 via world-atlas 2.0.2"
 
 BOUNDARIES = (
-    BoundarySource(
-        "san-francisco-ca",
-        COUNTIES,
-        "geoid",
-        "06075",
-        "San Francisco",
-        "the City and County of San Francisco is one government: the county boundary is the city's",
-    ),
-    BoundarySource(
-        "philadelphia-pa",
-        COUNTIES,
-        "geoid",
-        "42101",
-        "Philadelphia",
-        "the City and County of Philadelphia are coterminous: the county boundary is the city's",
-    ),
-    BoundarySource(
-        "baltimore-md",
-        COUNTIES,
-        "geoid",
-        "24510",
-        "Baltimore",
-        "Baltimore is an independent city, a county-equivalent (24510, Baltimore city; not "
-        "Baltimore County, 24005)",
-    ),
-    BoundarySource(
-        "st-louis-mo",
-        COUNTIES,
-        "geoid",
-        "29510",
-        "St. Louis",
-        "St. Louis is an independent city, a county-equivalent (29510, St. Louis city; not "
-        "St. Louis County, 29189)",
-    ),
-    BoundarySource(
-        "washington-dc",
-        COUNTIES,
-        "geoid",
-        "11001",
-        "District of Columbia",
-        "the District of Columbia is its own county-equivalent (11001)",
-    ),
     BoundarySource(
         "fixmystreet-uk",
         COUNTRIES,
@@ -188,7 +147,37 @@ BOUNDARIES = (
     ),
 )
 
-_BOUNDARY_NOTES = {COUNTIES: _CENSUS, COUNTRIES: _NATURAL_EARTH}
+#: City limits extracted from public repositories by ``python -m tools.extract_places`` and
+#: committed beside this builder, so that a rebuild needs no network.
+SOURCES = Path(__file__).resolve().parent / "sources"
+US_PLACES = "us-places-tiger2019.geojson"
+GERMAN_AREAS = "de-vg5000-2021.geojson"
+EXTRACTS = (US_PLACES, GERMAN_AREAS)
+
+#: Why a city's own limits are its jurisdiction's boundary, by extract.
+_EXTRACT_WHY = {
+    US_PLACES: "the city's legal limits as the Census Bureau records them (an incorporated "
+    "place; for a consolidated city-county or an independent city they are also the county's)",
+    GERMAN_AREAS: "the municipality's (or state's) limits as the federal mapping agency "
+    "publishes them at 1:5,000,000; points within about 1 km of the limit may fall on the "
+    "wrong side",
+}
+
+_BOUNDARY_NOTES = {COUNTRIES: _NATURAL_EARTH}
+
+#: The embedded registry's release: when its content last changed, and a digest of that content.
+#: Resolvers take the registry as the layer ``embedded:<version>`` (version: the date and the
+#: digest's first 8 digits), whose entries are dated ``RELEASED``: a later release wins over an
+#: earlier one wherever the two meet (a store, a mirror). When the content changes, the build
+#: stops until both are updated, so a changed registry is never shipped as the old release.
+RELEASED = "2026-12-04"
+CONTENT_DIGEST = "5c118643ff5f9a20"
+
+
+def content_digest(rows: list[str]) -> str:
+    """The first 16 hex digits of the SHA-256 of the features as rendered, one per line."""
+    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()[:16]
+
 
 REGISTRY_META: dict[str, Any] = {
     "name": "GeoWeb DNS embedded registry",
@@ -200,7 +189,18 @@ REGISTRY_META: dict[str, Any] = {
             "licence": "facts",
         },
         {"file": R311, "what": "endpoints of the rOpenGov r311 package (2025)", "licence": "MIT"},
-        {"file": COUNTIES, "what": _CENSUS, "licence": "public domain; packaging ISC"},
+        {
+            "file": f"tools/sources/{US_PLACES}",
+            "what": "US Census TIGER/Line 2019 places, from generalpiston/"
+            "geojson-us-city-boundaries, simplified to 20 m",
+            "licence": "public domain",
+        },
+        {
+            "file": f"tools/sources/{GERMAN_AREAS}",
+            "what": "BKG VG5000 (2021-01-01) municipalities and states, from "
+            "Praesklepios/geoGermany",
+            "licence": "dl-de/by-2.0, (c) GeoBasis-DE / BKG (2021)",
+        },
         {"file": COUNTRIES, "what": _NATURAL_EARTH, "licence": "public domain; packaging ISC"},
     ],
 }
@@ -582,6 +582,38 @@ def _features(path: Path) -> list[dict[str, Any]]:
     return features
 
 
+def attach_extract(
+    jurisdiction: Jurisdiction, feature: dict[str, Any], extract: str, source: dict[str, Any]
+) -> Jurisdiction:
+    """``jurisdiction`` with the city limits of one extract feature, with their provenance."""
+    props = feature["properties"]
+    where = f"{source['repository']}@{source['commit']}:{props['file']}"
+    key = f"GEOID {props['GEOID']}" if "GEOID" in props else f"ARS {props['ARS']}"
+    label = props.get("NAMELSAD") or f"{props.get('BEZ')} {props.get('GEN')}"
+    tolerance = source.get("tolerance_metres")
+    simplified = f", simplified to {tolerance} m" if tolerance else ""
+    notes = [
+        f"Boundary: {label} ({key}), {source['data']}, from {where}{simplified} "
+        f"({_EXTRACT_WHY[extract]}); licence: {source['licence']}."
+    ]
+    try:
+        geometry, repairs = boundary_from_geojson(feature["geometry"])
+    except InvalidBoundary as error:
+        raise BuildError(f"{extract}#{jurisdiction.id}: {error.detail}") from None
+    notes.extend(f"The boundary was repaired: {note}." for note in repairs)
+    provenance = Provenance(
+        fact="boundary",
+        source="registry",
+        reference=f"tools/sources/{extract}#{jurisdiction.id} ({key}; {where})",
+        note=f"{source['data']}{simplified}; {source['licence']}",
+    )
+    return replace(
+        jurisdiction,
+        provenance=(*jurisdiction.provenance, provenance),
+        notes=(*jurisdiction.notes, *notes),
+    ).with_boundary(geometry)
+
+
 def attach_boundary(
     jurisdiction: Jurisdiction, source: BoundarySource, features: list[dict[str, Any]]
 ) -> Jurisdiction:
@@ -597,14 +629,12 @@ def attach_boundary(
         )
     if found[0].get("geometry") is None:
         raise BuildError(f"{source.file}#{source.key}={source.value} has no geometry")
-    geometry: BaseGeometry = shapely.geometry.shape(found[0]["geometry"])
     notes = [f"Boundary: {source.file} {source.key}={source.value} ({source.why})."]
-    if not geometry.is_valid:
-        reason = shapely.is_valid_reason(geometry)
-        geometry = shapely.make_valid(geometry, method="structure", keep_collapsed=False)
-        notes.append(f"The boundary was invalid ({reason}) and was repaired with make_valid.")
-    if geometry.geom_type not in ("Polygon", "MultiPolygon") or not geometry.is_valid:
-        raise BuildError(f"{source.file}#{source.key}={source.value}: no valid polygon boundary")
+    try:
+        geometry, repairs = boundary_from_geojson(found[0]["geometry"])
+    except InvalidBoundary as error:
+        raise BuildError(f"{source.file}#{source.key}={source.value}: {error.detail}") from None
+    notes.extend(f"The boundary was repaired: {note}." for note in repairs)
     provenance = Provenance(
         fact="boundary",
         source="registry",
@@ -621,7 +651,7 @@ def attach_boundary(
 # --- the whole registry --------------------------------------------------------------------------
 
 
-def build(shared: Path) -> tuple[list[Jurisdiction], list[Entry]]:
+def build(shared: Path, sources: Path = SOURCES) -> tuple[list[Jurisdiction], list[Entry]]:
     """The registry's jurisdictions (sorted by id) and the merge they came from."""
     listings = apply_corrections(read_servers(shared / SERVERS) + read_r311(shared / R311))
     entries = merge(
@@ -637,6 +667,18 @@ def build(shared: Path) -> tuple[list[Jurisdiction], list[Entry]]:
         jurisdictions[source.jurisdiction] = attach_boundary(
             jurisdictions[source.jurisdiction], source, features[source.file]
         )
+    for extract in EXTRACTS:
+        with (sources / extract).open(encoding="utf-8") as f:
+            document = json.load(f)
+        for feature in document["features"]:
+            target = feature["properties"]["jurisdiction"]
+            if target not in jurisdictions:
+                raise BuildError(f"{extract}: boundary for {target!r}, which is not in the lists")
+            if jurisdictions[target].boundary is not None:
+                raise BuildError(f"{extract}: {target!r} already has a boundary")
+            jurisdictions[target] = attach_extract(
+                jurisdictions[target], feature, extract, document["source"]
+            )
     return [jurisdictions[i] for i in sorted(jurisdictions)], entries
 
 
@@ -646,10 +688,21 @@ def render(jurisdictions: list[Jurisdiction]) -> str:
     One feature per line keeps diffs of the committed file readable (a changed entry is a
     changed line) while the geometries stay compact.
     """
-    document = registry_document(jurisdictions, **REGISTRY_META)
-    features = document.pop("features")
+    rows = [
+        json.dumps(f, sort_keys=True, ensure_ascii=False)
+        for f in registry_document(jurisdictions)["features"]
+    ]
+    digest = content_digest(rows)
+    if digest != CONTENT_DIGEST:
+        raise BuildError(
+            f"the registry's content changed (digest {digest}, the release says "
+            f"{CONTENT_DIGEST}): set RELEASED to today's date and CONTENT_DIGEST to "
+            f"{digest!r} in tools/build_registry.py"
+        )
+    release = {"version": f"{RELEASED}.{digest[:8]}", "released": f"{RELEASED}T00:00:00.000000Z"}
+    document = registry_document(jurisdictions, **REGISTRY_META, **release)
+    document.pop("features")
     lines = ["{", '  "features": [']
-    rows = [json.dumps(f, sort_keys=True, ensure_ascii=False) for f in features]
     lines.append(",\n".join(f"    {row}" for row in rows))
     lines.append("  ],")
     rest = sorted(document.items())

@@ -1,10 +1,10 @@
-"""``geoweb zone export`` and ``geoweb publish``: the registry as DNS (``docs/dns-records.md``);
-and ``geoweb resolve`` with DNS."""
+"""``geoweb zone export`` and ``geoweb publish``: the registry as DNS (``docs/dns-records.md``)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,16 +12,14 @@ import click
 
 from boundaries.cells import CellScheme
 from common.errors import InvalidInput
-from common.models import Answer
 from discovery.dns_publish import Publisher, TsigKey, read_key_file
-from discovery.fetch import Fetcher, FetchLimits, make_session
+from discovery.urls import is_hostname
 from discovery.zone import DEFAULT_MAX_CELLS, ZoneOptions, write_zone
-from resolver.config import SETTINGS_HELP, Settings, default_db_path
-from resolver.core.decide import Resolver
+from resolver.cli.options import db_option, embedded_option
+from resolver.cli.output import plural
+from resolver.config import Settings
 from resolver.registry.documents import load_jurisdictions
-from resolver.sources.dns import dns_source
-from resolver.sources.dns_registry import registry_answerer
-from resolver.store import Store, StoreHttpCache
+from resolver.registry.embedded import open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,9 +28,8 @@ def zone_content_options(f: F) -> F:
     """What the registry's records look like: shared by ``zone export`` and ``publish``."""
     for decorator in reversed(
         [
-            click.option(
-                "--db", metavar="PATH|URL", help=SETTINGS_HELP["db"] + f" [{default_db_path()}]"
-            ),
+            db_option,
+            embedded_option,
             click.option(
                 "--ttl",
                 default=300,
@@ -73,11 +70,15 @@ def _options(
     return ZoneOptions(origin=origin, ttl=ttl, boundary_url=boundary_url, scheme=scheme, **extra)
 
 
-def _jurisdictions(db: str | None) -> list[Any]:
-    settings = Settings(db=db)
-    with Store(settings.db_path) as store:
+def _jurisdictions(db: str | None, embedded: bool) -> list[Any]:
+    settings = Settings(db=db, embedded=embedded)
+    with open_store(settings) as store:
         jurisdictions, _source = load_jurisdictions(store)
     return jurisdictions
+
+
+#: How many skipped entries zone export names one by one; beyond, it gives their count.
+SKIPPED_LISTED = 50
 
 
 @click.group()
@@ -88,8 +89,23 @@ def zone() -> None:
 @zone.command("export")
 @click.option("--origin", required=True, metavar="ZONE", help="The zone's name (its origin).")
 @zone_content_options
-@click.option("--nameserver", metavar="NAME", help="The zone's NS (default: ns.<origin>).")
-@click.option("--nameserver-address", metavar="IP", help="Glue address for an in-zone NS.")
+@click.option(
+    "--nameserver",
+    "nameservers",
+    multiple=True,
+    metavar="NAME",
+    help="A nameserver of the zone (an NS record); repeatable. The first is the SOA's primary. "
+    "Default: ns.<origin>.",
+)
+@click.option(
+    "--nameserver-address",
+    "nameserver_addresses",
+    multiple=True,
+    metavar="[NAME=]IP",
+    help="The address (A or AAAA glue) of a --nameserver inside the zone, as NAME=IP; a bare IP "
+    "belongs to the only nameserver inside the zone; repeatable. Every nameserver inside the "
+    "zone needs one, or the zone is refused (it would not load).",
+)
 @click.option(
     "--max-cells",
     default=DEFAULT_MAX_CELLS,
@@ -100,9 +116,10 @@ def zone() -> None:
 def export(
     origin: str,
     db: str | None,
+    embedded: bool,
     max_cells: int,
-    nameserver: str | None,
-    nameserver_address: str | None,
+    nameservers: tuple[str, ...],
+    nameserver_addresses: tuple[str, ...],
     **content: Any,
 ) -> None:
     """Write the registry as an RFC 1035 master file to standard output: the _open311 TXT
@@ -110,18 +127,47 @@ def export(
     options = _options(
         origin,
         max_cells=max_cells,
-        nameserver=nameserver,
-        nameserver_address=nameserver_address,
+        nameservers=nameservers,
+        nameserver_addresses=nameserver_addresses,
         **content,
     )
-    summary = write_zone(sys.stdout, _jurisdictions(db), options)
+    jurisdictions = _jurisdictions(db, embedded)
+    ready = sum(
+        1
+        for j in jurisdictions
+        if j.domain
+        and is_hostname(j.domain.strip(".").lower())
+        and (j.discovery_url or "").startswith("https://")
+    )
     click.echo(
-        f"; {summary.records} records: {summary.txt_records} _open311 TXT, "
-        f"{summary.ptr_records} PTR in {summary.cells} cells; {len(summary.skipped)} skipped",
+        "; a jurisdiction is published when it has a domain (a DNS host name) and an https "
+        f"discovery URL (the d= key): {ready} of {plural(len(jurisdictions), 'jurisdiction')} "
+        "have both",
         err=True,
     )
-    for what, why in summary.skipped[:20]:
+    summary = write_zone(sys.stdout, jurisdictions, options)
+    click.echo(
+        f"; {plural(summary.records, 'record')}: {summary.txt_records} _open311 TXT, "
+        f"{summary.ptr_records} PTR in {plural(summary.cells, 'cell')}; "
+        f"{len(summary.skipped)} skipped",
+        err=True,
+    )
+    if summary.skipped:
+        kinds = Counter(why.split(":")[0] for _, why in summary.skipped)
+        shown = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+        click.echo(f"; skipped: {shown}", err=True)
+    for what, why in summary.skipped[:SKIPPED_LISTED]:
         click.echo(f";   skipped {what}: {why}", err=True)
+    if len(summary.skipped) > SKIPPED_LISTED:
+        click.echo(f";   and {len(summary.skipped) - SKIPPED_LISTED} more skipped", err=True)
+    if summary.txt_records == 0 and summary.ptr_records == 0:
+        click.echo(
+            "geoweb: nothing was published: every jurisdiction was skipped (see above); give "
+            "them a domain and a discovery URL, e.g. geoweb import --domain-field and "
+            "--discovery-url-field",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @click.command()
@@ -165,6 +211,7 @@ def publish(
     port: int,
     zone_name: str,
     db: str | None,
+    embedded: bool,
     tsig_key_file: str | None,
     tsig_name: str | None,
     tsig_secret: str | None,
@@ -194,7 +241,7 @@ def publish(
     publisher = Publisher(
         server, zone_name, key, port=port, timeout=timeout, keep_retired=keep_retired
     )
-    jurisdictions = _jurisdictions(db)
+    jurisdictions = _jurisdictions(db, embedded)
     plan = publisher.plan(jurisdictions, options)
     if plan.empty:
         kept = f" (kept for readers: {', '.join(plan.kept)})" if plan.kept else ""
@@ -206,7 +253,7 @@ def publish(
         click.echo(f"dry run: {plan.summary()}; nothing sent")
         return
     sent = publisher.send(plan)
-    click.echo(f"published: {plan.summary()} ({sent} UPDATE message(s))")
+    click.echo(f"published: {plan.summary()} ({plural(sent, 'UPDATE message')})")
     if wait and plan.switch_to and plan.live:
         hold = publisher.retired_for(publisher.read(), options.ttl)
         click.echo(f"waiting {hold:g} s until generation {plan.live} may be deleted")
@@ -214,39 +261,7 @@ def publish(
         plan = publisher.plan(jurisdictions, options)
         if not plan.empty:
             sent = publisher.send(plan)
-            click.echo(f"published: {plan.summary()} ({sent} UPDATE message(s))")
-
-
-async def resolve_with_dns(
-    settings: Settings, lat: float, long: float, concern: str | None
-) -> Answer:
-    """``geoweb resolve`` with DNS: the local registry, each candidate's ``_open311`` record
-    (attestation) and, with a registry zone, the jurisdictions DNS lists for the point; DNS
-    answers and fetched boundaries are cached in the store, as ``geoweb serve`` caches them."""
-    with Store(settings.db_path) as store:
-        jurisdictions, _source = load_jurisdictions(store)
-        limits = FetchLimits(
-            connect_timeout=min(5.0, settings.fetch_timeout),
-            total_timeout=settings.fetch_timeout,
-            max_bytes=settings.fetch_max_bytes,
-        )
-        session = make_session(allow_networks=settings.allow_network, limits=limits)
-        try:
-            fetcher = Fetcher(
-                session,
-                limits=limits,
-                allow_networks=settings.allow_network,
-                cache=StoreHttpCache(store),
-            )
-            answerer = registry_answerer(
-                settings,
-                Resolver(jurisdictions, fallback=settings.fallback),
-                [dns_source(settings, store)],
-                fetcher,
-            )
-            return await answerer.resolve(lat, long, concern)
-        finally:
-            await session.close()
+            click.echo(f"published: {plan.summary()} ({plural(sent, 'UPDATE message')})")
 
 
 def register_commands(main: click.Group) -> None:
@@ -255,4 +270,4 @@ def register_commands(main: click.Group) -> None:
     main.add_command(publish)
 
 
-__all__ = ["publish", "register_commands", "resolve_with_dns", "zone"]
+__all__ = ["publish", "register_commands", "zone"]

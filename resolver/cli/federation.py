@@ -10,10 +10,18 @@ from typing import Any
 
 import click
 import orjson
+from tqdm import tqdm
 
-from common.errors import GeoWebError
-from resolver.cli.options import db_option
-from resolver.config import SETTINGS_HELP, Settings
+from common.errors import GeoWebError, SyncError
+from discovery.fetch import FetchLimits
+from resolver.cli.options import db_option, embedded_option, setting_options
+from resolver.cli.output import plural
+from resolver.config import SETTINGS_BY_NAME, Settings
+from resolver.registry.embedded import layers, open_store
+from resolver.registry.export import export_registry
+from resolver.registry.mirror import normalize_upstream, sync_mirror
+from resolver.runtime import Runtime
+from resolver.store import Store
 
 #: The largest change page or snapshot a sync reads (pages carry boundaries), in bytes.
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
@@ -30,8 +38,6 @@ def mirror() -> None:
 def mirror_add(url: str, db: str | None) -> None:
     """Mirror the registry served at URL (the base URL of a geoweb serve, or any server of
     /v1/registry/changes). The first sync reads it from the start."""
-    from resolver.registry.mirror import normalize_upstream
-    from resolver.store import Store
 
     upstream = normalize_upstream(url)
     with Store(Settings(db=db).db_path) as store:
@@ -44,8 +50,6 @@ def mirror_add(url: str, db: str | None) -> None:
 @db_option
 def mirror_remove(url: str, db: str | None) -> None:
     """Stop mirroring URL. Entries already mirrored stay until a newer copy or a deletion comes."""
-    from resolver.registry.mirror import normalize_upstream
-    from resolver.store import Store
 
     upstream = normalize_upstream(url)
     with Store(Settings(db=db).db_path) as store:
@@ -59,7 +63,6 @@ def mirror_remove(url: str, db: str | None) -> None:
 @db_option
 def mirror_list(as_json: bool, db: str | None) -> None:
     """The mirrored registries: how far each was read, and the last failure."""
-    from resolver.store import Store
 
     with Store(Settings(db=db).db_path) as store:
         mirrors = store.mirrors()
@@ -76,7 +79,7 @@ def mirror_list(as_json: bool, db: str | None) -> None:
 @click.option("--once", is_flag=True, help="Sync each upstream once and exit (default: forever).")
 @click.option(
     "--interval",
-    default=Settings.mirror_interval,
+    default=SETTINGS_BY_NAME["mirror_interval"].default,
     show_default=True,
     type=click.FloatRange(1, 7 * 86400),
     help="Seconds between rounds when not --once.",
@@ -102,8 +105,9 @@ def mirror_list(as_json: bool, db: str | None) -> None:
     type=click.IntRange(1024),
     help="Largest page or snapshot read, in bytes; reading stops there and the sync fails.",
 )
-@click.option("--allow-network", multiple=True, metavar="CIDR", help=SETTINGS_HELP["allow_network"])
+@setting_options("allow_network")
 @db_option
+@embedded_option
 def mirror_sync(
     once: bool,
     interval: float,
@@ -112,53 +116,46 @@ def mirror_sync(
     max_bytes: int,
     allow_network: tuple[str, ...],
     db: str | None,
+    embedded: bool,
 ) -> None:
     """Pull every upstream's changes into the store. Exit status 1 when an upstream failed
     (--once); the pages applied before a failure stay applied, and the next sync resumes."""
-    db_path = Settings(db=db).db_path
+    settings = Settings(db=db, embedded=embedded, allow_network=allow_network)
+    limits = FetchLimits(
+        connect_timeout=min(5.0, timeout), total_timeout=timeout, max_bytes=max_bytes
+    )
     while True:
-        failed = asyncio.run(_sync_round(db_path, page_size, allow_network, max_bytes, timeout))
+        failed = asyncio.run(_sync_round(settings, limits, page_size))
         if once:
             sys.exit(1 if failed else 0)
         time.sleep(interval)
 
 
-async def _sync_round(
-    db: str, page_size: int, allow: tuple[str, ...], max_bytes: int, timeout: float
-) -> bool:
-    from tqdm import tqdm
-
-    from common.errors import SyncError
-    from discovery.fetch import Fetcher, FetchLimits, make_session
-    from resolver.registry.mirror import sync_mirror
-    from resolver.store import Store
-
-    limits = FetchLimits(
-        connect_timeout=min(5.0, timeout), total_timeout=timeout, max_bytes=max_bytes
-    )
+async def _sync_round(settings: Settings, limits: FetchLimits, page_size: int) -> bool:
+    """One sync of every upstream, through the runtime the server uses (with larger, slower
+    fetches, kept out of the HTTP cache: a page is applied once)."""
     failed = False
-    with Store(db) as store:
+    async with Runtime.open(settings, limits=limits, http_cache=False) as runtime:
+        store = runtime.store
         mirrors = store.mirrors()
         if not mirrors:
             click.echo("nothing to sync: add an upstream with geoweb mirror add URL", err=True)
-        async with make_session(allow_networks=allow, limits=limits) as session:
-            fetcher = Fetcher(session, limits=limits, allow_networks=allow)
-            for m in mirrors:
-                with tqdm(desc=m.url, unit=" changes", file=sys.stderr, disable=None) as bar:
+        for m in mirrors:
+            with tqdm(desc=m.url, unit=" changes", file=sys.stderr, disable=None) as bar:
 
-                    def progress(done: int, total: int, bar: Any = bar) -> None:
-                        bar.total = total
-                        bar.update(done - bar.n)
+                def progress(done: int, total: int, bar: Any = bar) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
 
-                    try:
-                        result = await sync_mirror(
-                            store, m.url, fetcher, page_size=page_size, progress=progress
-                        )
-                    except SyncError as error:
-                        failed = True
-                        click.echo(f"failed: {m.url}: {error.detail}", err=True)
-                        continue
-                click.echo(orjson.dumps(result.to_dict()).decode())
+                try:
+                    result = await sync_mirror(
+                        store, m.url, runtime.fetcher, page_size=page_size, progress=progress
+                    )
+                except SyncError as error:
+                    failed = True
+                    click.echo(f"failed: {m.url}: {error.detail}", err=True)
+                    continue
+            click.echo(orjson.dumps(result.to_dict()).decode())
     return failed
 
 
@@ -169,15 +166,18 @@ def registry() -> None:
 
 @registry.command("status")
 @db_option
-def registry_status(db: str | None) -> None:
-    """Print the registry id, serial, entries, upstreams and the latest conflicts as JSON."""
-    from resolver.store import Store
+@embedded_option
+def registry_status(db: str | None, embedded: bool) -> None:
+    """Print the registry id, serial, entries (in all and by layer), upstreams and the latest
+    conflicts as JSON."""
 
-    with Store(Settings(db=db).db_path) as store:
+    with open_store(Settings(db=db, embedded=embedded)) as store:
+        registry_id, _serial, entries = store.snapshot()
         body = {
-            "id": store.registry_id,
+            "id": registry_id,
             "serial": store.serial,
-            "entries": store.count(),
+            "entries": len(entries),
+            "layers": layers(entries, registry_id),
             "mirrors": [m.to_dict() for m in store.mirrors()],
             "conflicts": store.conflicts(20),
         }
@@ -187,20 +187,20 @@ def registry_status(db: str | None) -> None:
 @registry.command("export")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-def registry_export(out: Path, db: str | None) -> None:
+@embedded_option
+def registry_export(out: Path, db: str | None, embedded: bool) -> None:
     """Write the registry to OUT: a GeoPackage (.gpkg) for GIS software, or the registry's
     GeoJSON (.geojson/.json) as GET /v1/registry serves it."""
-    from resolver.registry.export import export_registry
-    from resolver.store import Store
 
-    with Store(Settings(db=db).db_path) as store:
+    with open_store(Settings(db=db, embedded=embedded)) as store:
         registry_id, serial, entries = store.snapshot()
     try:
         export_registry(entries, out, registry_id=registry_id, serial=serial)
     except GeoWebError as error:
         raise click.ClickException(error.detail) from None
     click.echo(
-        f"wrote {len(entries)} jurisdictions (registry {registry_id}, serial {serial}) to {out}"
+        f"wrote {plural(len(entries), 'jurisdiction')} (registry {registry_id}, serial {serial}) "
+        f"to {out}"
     )
 
 

@@ -15,10 +15,33 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
+import aiohttp
 import click
+import shapely.geometry
 
-from common.errors import GeoWebError, InvalidInput
+from boundaries.reader import count_features, read_boundaries
+from common.errors import BoundaryFileError, GeoWebError, InvalidInput
+from common.models import Endpoint, Jurisdiction
+from discovery.dns_publish import Change, Plan, Publisher, TsigKey, read_key_file
+from discovery.dns_records import (
+    Open311Record,
+    UrlPolicy,
+    parse_record,
+    record_name,
+    txt_zone_text,
+)
+from discovery.generate import to_json
+from discovery.urls import normalize_base_url, normalize_discovery_url
+from resolver.cli.discovery import published_document
 from resolver.cli.options import boundary_file_options
+from resolver.core.federation import timestamp
+from resolver.registry.documents import jurisdiction_to_feature
+from resolver.registry.registration import (
+    DnsCheckFailed,
+    check_jurisdiction_id,
+    normalize_domain,
+    published_digests,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,7 +163,6 @@ def _setup(
     poll_interval: float,
     timeout: float,
 ) -> ChallengeSetup:
-    from discovery.dns_publish import TsigKey, read_key_file
 
     if registry is None and (update_server or update_zone or tsig_key or tsig_key_file):
         raise click.UsageError("--update-server, --update-zone and the TSIG key need --registry")
@@ -287,21 +309,6 @@ def publish(
     The boundary is read like geoweb import reads it (any CRS to WGS84, repaired, with a note
     per repair). A file with several features needs --feature; a single feature needs at least
     one attribute."""
-    import shapely.geometry
-
-    from common.models import Endpoint, Jurisdiction
-    from discovery.dns_records import (
-        Open311Record,
-        UrlPolicy,
-        parse_record,
-        record_name,
-        txt_zone_text,
-    )
-    from discovery.generate import to_json
-    from discovery.urls import normalize_base_url, normalize_discovery_url
-    from resolver.cli.discovery import published_document
-    from resolver.registry.documents import jurisdiction_to_feature
-    from resolver.registry.registration import check_jurisdiction_id, normalize_domain
 
     domain = normalize_domain(domain)
     check_jurisdiction_id(jurisdiction_key)
@@ -398,7 +405,6 @@ def publish(
 def withdraw(jurisdiction_key: str, domain: str, registry: str, **challenge: Any) -> None:
     """Withdraw the domain's own entry from a registry: the same proof of control as publish
     (a challenge record under the domain), then the deletion, which reaches its mirrors."""
-    from resolver.registry.registration import check_jurisdiction_id, normalize_domain
 
     domain = normalize_domain(domain)
     check_jurisdiction_id(jurisdiction_key)
@@ -409,7 +415,6 @@ def withdraw(jurisdiction_key: str, domain: str, registry: str, **challenge: Any
 
 
 def _expiry(text: str) -> str:
-    from resolver.core.federation import timestamp
 
     try:
         when = dt.datetime.fromisoformat(text)
@@ -422,8 +427,6 @@ def _expiry(text: str) -> str:
 def _read_boundary(path: Path, feature: str | None, layer: str | None, crs: str | None) -> Any:
     """The one boundary feature meant (a ``BoundaryFeature``), read and repaired by
     ``boundaries.reader``."""
-    from boundaries.reader import count_features, read_boundaries
-    from common.errors import BoundaryFileError
 
     if feature is not None:
         field, sep, value = feature.partition("=")
@@ -446,9 +449,7 @@ def _read_boundary(path: Path, feature: str | None, layer: str | None, crs: str 
 
 def _some_attribute(path: Path, layer: str | None) -> str:
     """An attribute with a value in a one-feature file: the reader names features by one."""
-    import fiona
-
-    from common.errors import BoundaryFileError
+    import fiona  # GDAL: imported when a file is read, not by every command
 
     try:
         with fiona.open(path, layer=layer) as source:
@@ -471,7 +472,6 @@ def _some_attribute(path: Path, layer: str | None) -> str:
 async def _register(
     base: str, domain: str, feature: dict[str, Any], setup: ChallengeSetup
 ) -> dict[str, Any]:
-    import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=setup.timeout)) as http:
         challenge = await _request(
@@ -493,7 +493,6 @@ async def _register(
 async def _withdraw(
     base: str, domain: str, jurisdiction_key: str, setup: ChallengeSetup
 ) -> dict[str, Any]:
-    import aiohttp
 
     target = f"{base}/v1/registry/jurisdictions/{quote(jurisdiction_key, safe='')}"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=setup.timeout)) as http:
@@ -512,7 +511,6 @@ async def _withdraw(
 
 async def _request(http: Any, method: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
     """One JSON request to the registry; its refusal or failure as a clear error."""
-    import aiohttp
 
     try:
         async with http.request(method, url, json=body) as response:
@@ -547,7 +545,6 @@ async def _challenge_record(
         yield
         click.echo(f"the challenge record {record['name']} can be removed now")
         return
-    from discovery.dns_publish import Change, Plan, Publisher
 
     host, port = setup.update_server
     zone = setup.update_zone or challenge["domain"]
@@ -568,7 +565,6 @@ async def _challenge_record(
 
 async def _wait_for(challenge: dict[str, Any], setup: ChallengeSetup) -> None:
     """Until DNS shows the challenge digest (the registry asks the same question)."""
-    from resolver.registry.registration import DnsCheckFailed, published_digests
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + setup.wait

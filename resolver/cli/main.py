@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import sys
 from collections.abc import Iterator
@@ -11,23 +12,34 @@ from typing import IO, Any
 
 import click
 import orjson
+from tqdm import tqdm
 
-from common.errors import GeoWebError
+from boundaries.reader import count_features
+from common.errors import GeoWebError, InvalidInput
 from common.models import Answer
+from resolver.cli import discovery as cli_discovery
+from resolver.cli import dns as cli_dns
+from resolver.cli import federation as cli_federation
+from resolver.cli import jurisdiction as cli_jurisdiction
 from resolver.cli.options import (
+    CONTEXT_SETTINGS,
     boundary_file_options,
     db_option,
     dns_options,
     dns_registry_options,
+    embedded_option,
     fallback_options,
     fetch_options,
-    refresh_concurrency_option,
-    refresh_loop_options,
-    registry_loop_options,
+    setting_options,
 )
-from resolver.config import DEFAULT_PORT, SETTINGS_HELP, Settings
-from resolver.core.decide import Resolver, parse_coordinate
+from resolver.cli.output import plural
+from resolver.config import SETTINGS_BY_NAME, Settings
+from resolver.core.decide import parse_coordinate
+from resolver.http.workers import serve as serve_workers
 from resolver.registry.documents import load_jurisdictions
+from resolver.registry.embedded import describe_layers, layers, open_store
+from resolver.registry.importing import ImportOptions, import_boundary_file
+from resolver.runtime import Runtime
 from resolver.store import Store
 
 #: Columns ``resolve-batch`` appends to every input row.
@@ -55,63 +67,28 @@ class GeoWebGroup(click.Group):
             ctx.exit(2 if 400 <= error.status < 500 else 1)
 
 
-@click.group(cls=GeoWebGroup, context_settings={"auto_envvar_prefix": "GEOWEB"})
+@click.group(cls=GeoWebGroup, context_settings={"auto_envvar_prefix": "GEOWEB", **CONTEXT_SETTINGS})
 @click.version_option(package_name="geowebdns")
 def main() -> None:
     """GeoWeb DNS: which Open311 endpoint is responsible for this spot, for this concern?"""
 
 
-def _open_resolver(db: str | None, fallback_url: str | None, fallback_name: str) -> Resolver:
-    settings = Settings(db=db, fallback_url=fallback_url, fallback_name=fallback_name)
-    with Store(settings.db_path) as store:
-        jurisdictions, _source = load_jurisdictions(store)
-    return Resolver(jurisdictions, fallback=settings.fallback)
+async def answer_point(settings: Settings, lat: float, long: float, concern: str | None) -> Answer:
+    """One answer, by the runtime ``geoweb serve`` uses: the store's registry (with the embedded
+    layer unless left out), with DNS attestation and the DNS registry zone when configured
+    (their answers cached in the store, as the server caches them)."""
+    async with Runtime.open(settings) as runtime:
+        return await runtime.answerer.answer(lat, long, concern)
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help=SETTINGS_HELP["host"])
-@click.option(
-    "--port", default=DEFAULT_PORT, show_default=True, type=int, help=SETTINGS_HELP["port"]
-)
-@db_option
-@fallback_options
-@click.option(
-    "--max-batch-points",
-    default=Settings.max_batch_points,
-    show_default=True,
-    type=click.IntRange(1),
-    help=SETTINGS_HELP["max_batch_points"],
-)
-@click.option(
-    "--max-body-bytes",
-    default=Settings.max_body_bytes,
-    show_default=True,
-    type=click.IntRange(1024),
-    help=SETTINGS_HELP["max_body_bytes"],
-)
-@click.option("--public-url", metavar="URL", help=SETTINGS_HELP["public_url"])
-@click.option(
-    "--discovery-refresh/--no-discovery-refresh",
-    default=Settings.discovery_refresh,
-    show_default=True,
-    help=SETTINGS_HELP["discovery_refresh"],
-)
-@refresh_concurrency_option
-@refresh_loop_options
-@registry_loop_options
-@fetch_options
-@dns_options
-@dns_registry_options
-@click.option(
-    "--register-domain", multiple=True, metavar="DOMAIN", help=SETTINGS_HELP["register_domain"]
-)
+@setting_options(*SETTINGS_BY_NAME)
 def serve(**options: Any) -> None:
-    """Serve the HTTP API (GeoWeb DNS /service and /v1). With an empty store, serves the
-    embedded registry."""
-    from resolver.http.app import create_app, run_server
-
+    """Serve the HTTP API (GeoWeb DNS /service and /v1). The embedded registry is the store's
+    base layer; the store's own entries add to it and override it (--no-embedded: left out).
+    With --workers N, N processes answer on the one port, sharing the index built once."""
     settings = Settings(**options)
-    run_server(create_app(settings), settings.host, settings.port)
+    serve_workers(settings)
 
 
 @main.command()
@@ -120,6 +97,7 @@ def serve(**options: Any) -> None:
 @click.option("--concern", help="A service_code, or words like 'pothole'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
 @db_option
+@embedded_option
 @fallback_options
 @dns_options
 @dns_registry_options
@@ -132,15 +110,7 @@ def resolve(lat: str, long_: str, concern: str | None, as_json: bool, **options:
     cached in the store."""
     point = parse_coordinate(lat, "lat"), parse_coordinate(long_, "long")
     settings = Settings(**options)
-    if settings.dns_nameserver:
-        import asyncio
-
-        from resolver.cli.dns import resolve_with_dns
-
-        answer = asyncio.run(resolve_with_dns(settings, *point, concern))
-    else:
-        resolver = _open_resolver(settings.db, settings.fallback_url, settings.fallback_name)
-        answer = resolver.resolve(*point, concern)
+    answer = asyncio.run(answer_point(settings, *point, concern))
     if as_json:
         click.echo(orjson.dumps(answer.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -155,7 +125,11 @@ def resolve(lat: str, long_: str, concern: str | None, as_json: bool, **options:
 
 @main.command("resolve-batch")
 @click.argument(
-    "input_file", metavar="[INPUT]", type=click.File("r", encoding="utf-8-sig"), default="-"
+    "input_file",
+    metavar="[INPUT]",
+    # Bytes that are not UTF-8 are kept (as surrogates) so the row they are in can be named.
+    type=click.File("r", encoding="utf-8-sig", errors="surrogateescape"),
+    default="-",
 )
 @click.argument(
     "output_file", metavar="[OUTPUT]", type=click.File("w", encoding="utf-8"), default="-"
@@ -168,14 +142,10 @@ def resolve(lat: str, long_: str, concern: str | None, as_json: bool, **options:
     help="Rows resolved at a time.",
 )
 @db_option
+@embedded_option
 @fallback_options
 def resolve_batch(
-    input_file: IO[str],
-    output_file: IO[str],
-    chunk_size: int,
-    db: str | None,
-    fallback_url: str | None,
-    fallback_name: str,
+    input_file: IO[str], output_file: IO[str], chunk_size: int, **options: Any
 ) -> None:
     """Answer a CSV of points: columns lat,long[,concern] in (a header row is required), the same
     rows out with the answer columns appended. A bad row gets an error column, never dropped.
@@ -184,9 +154,15 @@ def resolve_batch(
     Appended columns: jurisdiction_id, jurisdiction_name, endpoint_url, fallback, reason,
     concern_status, boundary_generation, error.
     """
-    resolver = _open_resolver(db, fallback_url, fallback_name)
+    settings = Settings(**options)
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     reader = csv.reader(input_file)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise InvalidInput(f"the header row cannot be read as CSV: {error}") from None
+    if header is not None:
+        header, _ = _utf8(header)
     if header is None:
         raise click.UsageError("the input is empty; it needs a header row with lat,long[,concern]")
     columns = {name.strip().lower(): i for i, name in enumerate(header)}
@@ -207,10 +183,37 @@ def resolve_batch(
             _cell(row, concern_col) if concern_col is not None else None,
         )
 
-    for rows in _chunks(reader, chunk_size):
-        for row, answer in zip(rows, resolver.resolve_rows(rows, read_point), strict=True):
-            padded = row + [""] * (width - len(row))  # short rows keep their place in the columns
-            writer.writerow([*padded, *_answer_cells(answer)])
+    async def answer_all() -> None:
+        async with Runtime.open(settings) as runtime:
+            for chunk in _chunks(reader, chunk_size):
+                checked = [_utf8(row) for row in chunk]
+                rows = [row for row, _ok in checked]
+                answers = runtime.answerer.answer_rows(rows, read_point)
+                for (row, ok), answer in zip(checked, answers, strict=True):
+                    padded = row + [""] * (width - len(row))  # short rows keep their columns
+                    writer.writerow([*padded, *_answer_cells(answer if ok else _NOT_UTF8)])
+
+    try:
+        asyncio.run(answer_all())
+    except csv.Error as error:  # a field beyond MAX_CSV_FIELD, a NUL: the rows before are out
+        raise InvalidInput(f"line {reader.line_num} of the input: {error}") from None
+
+
+#: Longest CSV field read (characters); a longer one stops the batch with the line it is on. A
+#: row with a long field is still answered (its point is read from its own columns).
+MAX_CSV_FIELD = 16 * 1024 * 1024
+
+_NOT_UTF8 = InvalidInput("the row is not valid UTF-8 (its bad bytes are shown as U+FFFD)")
+
+
+def _utf8(row: list[str]) -> tuple[list[str], bool]:
+    """The row, and whether it was valid UTF-8; its undecodable bytes become U+FFFD."""
+    try:
+        "".join(row).encode("utf-8")
+    except UnicodeEncodeError:
+        cells = [c.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for c in row]
+        return cells, False
+    return row, True
 
 
 def _cell(row: list[str], column: int) -> str:
@@ -244,21 +247,34 @@ def _answer_cells(answer: Answer | GeoWebError) -> list[str]:
 @click.option("--name-field", required=True, help="Attribute holding each feature's name.")
 @boundary_file_options
 @click.option("--domain", help="The jurisdiction's own DNS domain (for every feature).")
+@click.option("--domain-field", metavar="F", help="Attribute holding each feature's domain.")
 @click.option("--jurisdiction-id", help="The Open311 jurisdiction_id its server expects.")
+@click.option(
+    "--jurisdiction-id-field", metavar="F", help="Attribute holding each feature's jurisdiction_id."
+)
 @click.option("--discovery-url", metavar="URL", help="Its Open311 service discovery document.")
+@click.option(
+    "--discovery-url-field", metavar="F", help="Attribute holding each feature's discovery URL."
+)
 @click.option("--endpoint-url", metavar="URL", help="Its GeoReport v2 base URL.")
+@click.option(
+    "--endpoint-url-field", metavar="F", help="Attribute holding each feature's GeoReport v2 URL."
+)
 @click.option("--replace", is_flag=True, help="Overwrite jurisdictions with the same ids.")
+@click.option(
+    "--allow-missing-geometry",
+    is_flag=True,
+    help="With --replace: let a feature without geometry replace a stored boundary (lost).",
+)
 @db_option
 def import_(file: Path, db: str | None, **options: Any) -> None:
     """Import jurisdictions from a boundary file (GeoJSON, Shapefile, GeoPackage; any CRS).
 
     One transaction: if anything is wrong, nothing is imported. Invalid polygons are repaired
-    and reported; features with no geometry are kept (listed, not found by location).
+    and reported; features with no geometry are kept (listed, not found by location). Each of
+    --domain, --jurisdiction-id, --discovery-url and --endpoint-url applies to every feature;
+    its -field form reads each feature's own value from an attribute (empty: none).
     """
-    from tqdm import tqdm
-
-    from boundaries.reader import count_features
-    from resolver.registry.importing import ImportOptions, import_boundary_file
 
     settings = Settings(db=db)
     import_options = ImportOptions(**options)
@@ -268,7 +284,9 @@ def import_(file: Path, db: str | None, **options: Any) -> None:
             total=total, unit=" features", desc=file.name, file=sys.stderr, disable=None
         ) as bar:
             summary = import_boundary_file(store, file, import_options, progress=bar.update)
-    click.echo(f"imported {summary.imported} jurisdictions from {file} into {settings.db_path}")
+    click.echo(
+        f"imported {plural(summary.imported, 'jurisdiction')} from {file} into {settings.db_path}"
+    )
     for label, items in (
         ("repaired", summary.repaired),
         ("without geometry", summary.without_geometry),
@@ -282,34 +300,29 @@ def import_(file: Path, db: str | None, **options: Any) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @db_option
-def jurisdictions(as_json: bool, db: str | None) -> None:
-    """List the jurisdictions served (the store's, or the embedded registry when it is empty)."""
-    settings = Settings(db=db)
-    with Store(settings.db_path) as store:
+@embedded_option
+def jurisdictions(as_json: bool, db: str | None, embedded: bool) -> None:
+    """List the jurisdictions served, with how many come from each layer (the embedded registry,
+    local entries, registrations, mirrors)."""
+    settings = Settings(db=db, embedded=embedded)
+    with open_store(settings) as store:
         items, source = load_jurisdictions(store)
+        served = layers(items, store.registry_id)
     if as_json:
-        body = {"source": source, "jurisdictions": [j.to_dict() for j in items]}
+        body = {"source": source, "layers": served, "jurisdictions": [j.to_dict() for j in items]}
         click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"# {len(items)} jurisdictions from the {source} registry")
+    click.echo(f"# {plural(len(items), 'jurisdiction')}: {describe_layers(served)}")
     for j in items:
         endpoint = j.endpoint.url if j.endpoint else "-"
         boundary = "boundary" if j.boundary is not None else "no-boundary"
         click.echo(f"{j.id}\t{j.name}\t{boundary}\t{endpoint}")
 
 
-from resolver.cli.discovery import register_commands  # noqa: E402  (issue 4: discovery, refresh)
-
-register_commands(main)
-
-from resolver.cli.dns import register_commands as register_dns  # noqa: E402  (issue 3: zone, publish)
-
-register_dns(main)
-
-from resolver.cli.federation import register_commands as register_federation  # noqa: E402  (issue 5)
-
-register_federation(main)
-
-from resolver.cli.jurisdiction import register_commands as register_jurisdiction  # noqa: E402  (issue 5)
-
-register_jurisdiction(main)
+for register_commands in (
+    cli_discovery.register_commands,
+    cli_dns.register_commands,
+    cli_federation.register_commands,
+    cli_jurisdiction.register_commands,
+):
+    register_commands(main)

@@ -1,134 +1,103 @@
-"""Options shared by several ``geoweb`` commands, declared once (help from ``SETTINGS_HELP``)."""
+"""The ``geoweb`` options of settings, made from their declarations in :mod:`resolver.config`:
+name, type, default, range or choices, help and ``GEOWEB_<NAME>`` environment variable all come
+from there, so no command can disagree with another, with ``Settings`` or with README."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from resolver.config import SETTINGS_HELP, Settings, default_db_path
+from resolver.config import SETTINGS_BY_NAME, Setting, default_db_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Every command takes ``-h`` as well as ``--help``.
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
-def db_option(f: F) -> F:
-    """``--db``: the store."""
+
+class SettingOption(click.Option):
+    """An option of a setting. Its value may come from ``GEOWEB_<COMMAND>_<OPTION>`` (click's
+    automatic name, the more specific) or else ``GEOWEB_<NAME>``, the setting's own, which every
+    command taking the setting reads."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        if self.allow_from_autoenv and ctx.auto_envvar_prefix is not None and self.name:
+            value = os.environ.get(f"{ctx.auto_envvar_prefix}_{self.name.upper()}")
+            if value:
+                return value
+        return super().resolve_envvar_value(ctx)
+
+
+def click_type(declared: Setting) -> click.ParamType[Any]:
+    """The click type that checks what :meth:`Setting.check` checks, at the command line."""
+    if declared.choices:
+        return click.Choice(list(declared.choices))
+    if declared.type is int:
+        return click.IntRange(
+            None if declared.low is None else int(declared.low),
+            None if declared.high is None else int(declared.high),
+        )
+    if declared.type is float:
+        return click.FloatRange(declared.low, declared.high)
+    if declared.type is bool:
+        return click.BOOL
+    return click.STRING
+
+
+def setting_option(name: str) -> Callable[[F], F]:
+    """The option of one setting, e.g. ``--fetch-timeout``."""
+    declared = SETTINGS_BY_NAME[name]
+    help_text = declared.help
+    if name == "db":  # the default depends on the machine: show the path it is here
+        help_text += f" [default: {default_db_path()}]"
+    if declared.type is bool:
+        decls = [f"{declared.option}/--no-{declared.option[2:]}"]
+    else:
+        decls = [declared.option]
+    show_default = not declared.repeats and declared.default is not None
     return click.option(
-        "--db", metavar="PATH|URL", help=SETTINGS_HELP["db"] + f" [{default_db_path()}]"
-    )(f)
+        *decls,
+        cls=SettingOption,
+        envvar=declared.envvar,
+        show_envvar=True,
+        type=None if declared.type is bool else click_type(declared),
+        default=declared.default,
+        multiple=declared.repeats,
+        show_default=show_default,
+        metavar=declared.metavar,
+        help=help_text,
+    )
 
 
-def fallback_options(f: F) -> F:
-    """``--fallback-url`` and ``--fallback-name``."""
-    f = click.option(
-        "--fallback-name", default="Ad hoc fallback", help=SETTINGS_HELP["fallback_name"]
-    )(f)
-    return click.option("--fallback-url", metavar="URL", help=SETTINGS_HELP["fallback_url"])(f)
+def setting_options(*names: str) -> Callable[[F], F]:
+    """The options of these settings, listed in ``--help`` in this order."""
+
+    def apply(f: F) -> F:
+        for name in reversed(names):
+            f = setting_option(name)(f)
+        return f
+
+    return apply
 
 
-def fetch_options(f: F) -> F:
-    """``--fetch-timeout``, ``--fetch-max-bytes`` and ``--allow-network``: limits on fetching."""
-    f = click.option(
-        "--allow-network", multiple=True, metavar="CIDR", help=SETTINGS_HELP["allow_network"]
-    )(f)
-    f = click.option(
-        "--fetch-max-bytes",
-        default=Settings.fetch_max_bytes,
-        show_default=True,
-        type=click.IntRange(1024),
-        help=SETTINGS_HELP["fetch_max_bytes"],
-    )(f)
-    return click.option(
-        "--fetch-timeout",
-        default=Settings.fetch_timeout,
-        show_default=True,
-        type=click.FloatRange(0.1, 300),
-        help=SETTINGS_HELP["fetch_timeout"],
-    )(f)
-
-
-def refresh_concurrency_option(f: F) -> F:
-    """``--refresh-concurrency``: how many cities are fetched at once."""
-    return click.option(
-        "--refresh-concurrency",
-        default=Settings.refresh_concurrency,
-        show_default=True,
-        type=click.IntRange(1, 256),
-        help=SETTINGS_HELP["refresh_concurrency"],
-    )(f)
-
-
-def refresh_loop_options(f: F) -> F:
-    """``--refresh-interval`` and ``--refresh-jitter``: the background refresh of ``serve``."""
-    f = click.option(
-        "--refresh-jitter",
-        default=Settings.refresh_jitter,
-        show_default=True,
-        type=click.FloatRange(0, 86400),
-        help=SETTINGS_HELP["refresh_jitter"],
-    )(f)
-    return click.option(
-        "--refresh-interval",
-        default=Settings.refresh_interval,
-        show_default=True,
-        type=click.FloatRange(0.01, 7 * 86400),
-        help=SETTINGS_HELP["refresh_interval"],
-    )(f)
-
-
-def registry_loop_options(f: F) -> F:
-    """``--registry-poll`` and ``--mirror-interval``: following the store and mirroring."""
-    f = click.option(
-        "--mirror-interval",
-        default=Settings.mirror_interval,
-        show_default=True,
-        type=click.FloatRange(0, 7 * 86400),
-        help=SETTINGS_HELP["mirror_interval"],
-    )(f)
-    return click.option(
-        "--registry-poll",
-        default=Settings.registry_poll,
-        show_default=True,
-        type=click.FloatRange(0.05, 86400),
-        help=SETTINGS_HELP["registry_poll"],
-    )(f)
-
-
-def dns_options(f: F) -> F:
-    """``--dns-nameserver``, ``--dns-port``, ``--dns-timeout``: where DNS is asked."""
-    f = click.option(
-        "--dns-timeout",
-        default=Settings.dns_timeout,
-        show_default=True,
-        type=click.FloatRange(0.1, 60),
-        help=SETTINGS_HELP["dns_timeout"],
-    )(f)
-    f = click.option(
-        "--dns-port",
-        default=Settings.dns_port,
-        show_default=True,
-        type=click.IntRange(1, 65535),
-        help=SETTINGS_HELP["dns_port"],
-    )(f)
-    return click.option(
-        "--dns-nameserver", multiple=True, metavar="IP", help=SETTINGS_HELP["dns_nameserver"]
-    )(f)
-
-
-def dns_registry_options(f: F) -> F:
-    """``--dns-registry-zone`` and ``--dns-registry-mode``: finding jurisdictions through a
-    registry zone's cells."""
-    f = click.option(
-        "--dns-registry-mode",
-        default=Settings.dns_registry_mode,
-        show_default=True,
-        type=click.Choice(["always", "uncovered"]),
-        help=SETTINGS_HELP["dns_registry_mode"],
-    )(f)
-    return click.option(
-        "--dns-registry-zone", metavar="ZONE", help=SETTINGS_HELP["dns_registry_zone"]
-    )(f)
+db_option = setting_options("db")
+#: ``--embedded/--no-embedded``: whether the embedded registry is a layer of the store served.
+embedded_option = setting_options("embedded")
+fallback_options = setting_options("fallback_url", "fallback_name")
+#: Limits on fetching: ``--fetch-timeout``, ``--fetch-max-bytes``, ``--allow-network``.
+fetch_options = setting_options("fetch_timeout", "fetch_max_bytes", "allow_network")
+refresh_concurrency_option = setting_options("refresh_concurrency")
+#: The background refresh of ``serve``.
+refresh_loop_options = setting_options("refresh_interval", "refresh_jitter")
+#: Following the store, and mirroring.
+registry_loop_options = setting_options("registry_poll", "mirror_interval")
+#: Where DNS is asked.
+dns_options = setting_options("dns_nameserver", "dns_port", "dns_timeout")
+#: Finding jurisdictions through a registry zone's cells.
+dns_registry_options = setting_options("dns_registry_zone", "dns_registry_mode")
 
 
 def boundary_file_options(f: F) -> F:

@@ -88,6 +88,10 @@ def check_point(lat: float, long: float) -> None:
 
     Values that look swapped are not swapped: they are answered as given, or refused as given.
     """
+    # Every resolve passes here: two comparisons for the usual point (NaN and infinities fail
+    # them and are refused below).
+    if -90.0 <= lat <= 90.0 and -180.0 <= long <= 180.0:
+        return
     for name, value, limit in (("lat", lat, 90.0), ("long", long, 180.0)):
         if not math.isfinite(value):
             raise InvalidCoordinates(
@@ -301,7 +305,12 @@ class Resolver:
     def _decide(self, concern: str | None, positions: tuple[int, ...]) -> Decision:
         ordered = sorted(positions, key=lambda p: int(self._rank[p]))
         candidates = [self.candidate(p, concern) for p in ordered]
-        chosen = next((c for c in candidates if _STATUS_ORDER[c.concern_status] == 0), None)
+        eligible = [c for c in candidates if _STATUS_ORDER[c.concern_status] == 0]
+        # An entry that names no way to reach it (a boundary imported alone, say) does not
+        # shadow a covering one that does; it is chosen only when no covering one does.
+        chosen = next((c for c in eligible if not _silent(c.jurisdiction)), None)
+        if chosen is None:
+            chosen = next(iter(eligible), None)
         alternatives = tuple(_why_not(c, chosen, concern) for c in candidates if c is not chosen)
         endpoint: Endpoint | None = chosen.jurisdiction.endpoint if chosen is not None else None
         reason: FallbackReason | None = None
@@ -317,9 +326,21 @@ class Resolver:
         return Decision(concern, chosen, alternatives, endpoint, fallback, reason, provenance)
 
 
+def _silent(jurisdiction: Jurisdiction) -> bool:
+    """Names no way to reach it: no endpoint, no discovery URL, no domain (whose DNS could)."""
+    return not (jurisdiction.endpoints or jurisdiction.discovery_url or jurisdiction.domain)
+
+
 def _why_not(candidate: Candidate, chosen: Candidate | None, concern: str | None) -> Candidate:
     if candidate.concern_status == "not_offered":
         why = f"its services list offers nothing matching {concern!r}"
+    elif (
+        chosen is not None and _silent(candidate.jurisdiction) and not _silent(chosen.jurisdiction)
+    ):
+        why = (
+            "it names no way to reach it (no endpoint, discovery URL or domain); "
+            f"{chosen.jurisdiction.name} ({chosen.jurisdiction.id}) does"
+        )
     elif chosen is not None:
         why = f"less specific than {chosen.jurisdiction.name} ({chosen.jurisdiction.id})"
     else:  # pragma: no cover - every candidate is either refused or less specific

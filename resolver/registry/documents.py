@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
-from common.errors import RegistryError
-from common.models import Endpoint, Jurisdiction, Provenance, Service, boundary_generation
+from boundaries.geojson import boundary_from_geojson
+from common.errors import InvalidBoundary, RegistryError
+from common.models import (
+    Endpoint,
+    Jurisdiction,
+    Provenance,
+    Service,
+    boundary_generation,
+    generation_matches,
+)
 from resolver.core.federation import timestamp
 
 if TYPE_CHECKING:
@@ -44,10 +52,14 @@ def jurisdiction_from_feature(feature: dict[str, Any]) -> Jurisdiction:
     """Read one Feature back; raises :class:`RegistryError` naming what is wrong."""
     try:
         props = feature["properties"]
-        geometry = _geometry(feature.get("geometry"))
+        geometry, repairs = _geometry(feature.get("geometry"), props.get("id"))
         generation = props.get("boundary_generation")
         computed = boundary_generation(geometry)
-        if generation is not None and generation != computed:
+        if (
+            generation is not None
+            and generation != computed
+            and (geometry is None or not generation_matches(geometry, generation))
+        ):
             raise RegistryError(
                 f"jurisdiction {props.get('id')!r}: boundary_generation {generation} does not "
                 f"match its geometry ({computed})"
@@ -65,7 +77,7 @@ def jurisdiction_from_feature(feature: dict[str, Any]) -> Jurisdiction:
             endpoints=tuple(Endpoint.from_dict(e) for e in props.get("endpoints") or ()),
             services=None if services is None else tuple(Service.from_dict(s) for s in services),
             provenance=tuple(Provenance(**p) for p in props.get("provenance") or ()),
-            notes=tuple(props.get("notes") or ()),
+            notes=(*(props.get("notes") or ()), *repairs),
             origin=None if entry.get("origin") is None else str(entry["origin"]),
             version=int(entry.get("version") or 0),
             updated=entry.get("updated"),
@@ -78,15 +90,14 @@ def jurisdiction_from_feature(feature: dict[str, Any]) -> Jurisdiction:
         raise RegistryError(f"malformed registry feature {feature.get('id')!r}: {exc}") from exc
 
 
-def _geometry(data: dict[str, Any] | None) -> BaseGeometry | None:
+def _geometry(data: dict[str, Any] | None, id_: Any) -> tuple[BaseGeometry | None, list[str]]:
+    """The boundary by the rules every path applies (``boundaries.geojson``), and its repairs."""
     if data is None:
-        return None
-    geometry = shapely.geometry.shape(data)
-    if geometry.geom_type not in ("Polygon", "MultiPolygon"):
-        raise RegistryError(
-            f"a boundary must be a Polygon or MultiPolygon, not {geometry.geom_type}"
-        )
-    return geometry
+        return None, []
+    try:
+        return boundary_from_geojson(data)
+    except InvalidBoundary as error:
+        raise RegistryError(f"jurisdiction {id_!r}: {error.detail}") from None
 
 
 def registry_document(jurisdictions: Iterable[Jurisdiction], **meta: Any) -> dict[str, Any]:
@@ -131,10 +142,9 @@ def load_embedded_registry() -> list[Jurisdiction]:
 
 
 def load_jurisdictions(store: Store) -> tuple[list[Jurisdiction], str]:
-    """The store's live jurisdictions (past their expiry: left out), or the embedded registry
-    when the store is empty, and which."""
+    """The store's live jurisdictions (past their expiry: left out), and where they come from
+    (``store``). The embedded registry is one of the store's layers
+    (:mod:`resolver.registry.embedded`), taken in when the store is opened for serving."""
     stored = store.jurisdictions()
-    if stored:
-        now = timestamp()
-        return [j for j in stored if not j.expired(now)], "store"
-    return load_embedded_registry(), "embedded"
+    now = timestamp()
+    return [j for j in stored if not j.expired(now)], "store"

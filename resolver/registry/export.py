@@ -6,10 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import fiona
 import orjson
 import shapely.geometry
-from fiona.crs import CRS
 from shapely.geometry import MultiPolygon, Polygon
 
 from common.errors import InvalidInput
@@ -54,13 +52,16 @@ def export_registry(
             _write_gpkg(jurisdictions, partial)
         else:
             document = registry_document(jurisdictions, id=registry_id, serial=serial)
-            partial.write_bytes(orjson.dumps(document))
+            partial.write_bytes(orjson.dumps(document) + b"\n")
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
 
 
 def _write_gpkg(jurisdictions: Sequence[Jurisdiction], path: Path) -> None:
+    import fiona  # GDAL: imported when a GeoPackage is written, not by every command
+    from fiona.crs import CRS
+
     with fiona.open(
         path, "w", driver="GPKG", schema=_SCHEMA, crs=CRS.from_epsg(4326), layer="jurisdictions"
     ) as layer:

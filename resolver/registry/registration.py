@@ -24,44 +24,40 @@ import base64
 import datetime as dt
 import hashlib
 import logging
-import math
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
-import orjson
-import shapely
-from aiohttp import web
 from shapely.errors import ShapelyError
-from shapely.geometry.base import BaseGeometry
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from boundaries.repair import repair_polygonal, split_antimeridian
 from common.errors import (
     Forbidden,
     GeoWebError,
     InvalidInput,
-    MissingParameter,
     RegistryError,
-    StoreError,
     UnknownJurisdiction,
 )
 from common.models import Endpoint, Jurisdiction, Provenance
 from discovery.urls import is_hostname, normalize_base_url, normalize_discovery_url
 from resolver.core.federation import domain_origin, timestamp
-from resolver.http.registry import REGISTRY
+from resolver.core.validation import (
+    MAX_ENDPOINTS,
+    MAX_ID,
+    MAX_NAME,
+    MAX_SERVICES,
+    InvalidEntry,
+    check_entry,
+    check_url,
+)
 from resolver.registry.documents import jurisdiction_from_feature
-from resolver.store import ChallengeRow, JurisdictionRow, Store
+from resolver.store import Store
+from resolver.store.challenges import ChallengeRecord, Claim, Holder, OpenChallenges
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +74,8 @@ CHALLENGE_RETENTION = 86400.0
 MAX_OPEN_PER_DOMAIN = 20
 MAX_OPEN = 100_000
 
-#: Limits on an entry, beyond the request body size (``max_body_bytes``).
-MAX_ID = 200
-MAX_NAME = 500
-MAX_ENDPOINTS = 20
-MAX_SERVICES = 5000
-MAX_VERTICES = 1_000_000
-
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
-
-
-class InvalidEntry(InvalidInput):
-    """The registration's entry is malformed; nothing was changed."""
-
-    code = "invalid_entry"
 
 
 class UnknownToken(Forbidden):
@@ -211,6 +194,23 @@ class Challenge:
     expires: str
     used: str | None = None
 
+    @classmethod
+    def of(cls, record: ChallengeRecord) -> Challenge:
+        return cls(
+            record.digest,
+            record.domain,
+            record.jurisdiction,
+            record.issued,
+            record.expires,
+            record.used,
+        )
+
+    def record(self) -> ChallengeRecord:
+        """The challenge as the store keeps it."""
+        return ChallengeRecord(
+            self.digest, self.domain, self.jurisdiction, self.issued, self.expires, self.used
+        )
+
     def record_text(self, ttl: int = CHALLENGE_RECORD_TTL) -> str:
         """The record as one master-file line."""
         return f'{challenge_name(self.domain)} {ttl} IN TXT "{self.digest}"'
@@ -278,7 +278,10 @@ async def published_digests(
 
 @dataclass
 class Registrar:
-    """Issues challenges, proves them by DNS and writes the entries they allow, in ``store``."""
+    """Issues challenges, proves them by DNS and writes the entries they allow, in ``store``.
+
+    Its methods other than :meth:`prove` block on the store: async code calls them through
+    :func:`resolver.store.aio.in_thread`."""
 
     store: Store
     nameservers: tuple[str, ...] = ()
@@ -289,17 +292,9 @@ class Registrar:
     #: closed. Proving a domain proves who speaks for it, not which area it may claim, so the
     #: operator decides whose claims to take.
     domains: tuple[str, ...] = ()
-    #: One registration is saved at a time in this process: the check that the id is free and
-    #: the save are then not interleaved with another registration's.
+    #: One registration is saved at a time in this process, so that two of them for one id wait
+    #: for each other here rather than on the store's writers' lock in two threads.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        try:
-            with Session(self.store.engine) as session, session.begin():
-                yield session
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the challenge store failed, nothing changed: {exc}") from exc
 
     def admit(self, domain: str) -> None:
         """Refuse a domain this registry does not take registrations from."""
@@ -323,24 +318,17 @@ class Registrar:
         self.admit(domain)
         token = secrets.token_urlsafe(32)
         now = dt.datetime.now(dt.UTC)
-        stamp = timestamp(now)
         challenge = Challenge(
             digest=challenge_digest(token),
             domain=domain,
             jurisdiction=jurisdiction,
-            issued=stamp,
+            issued=timestamp(now),
             expires=timestamp(now + dt.timedelta(seconds=self.ttl)),
         )
-        with self._transaction() as session:
-            _check_holder(session, jurisdiction, domain)
-            forgotten = timestamp(now - dt.timedelta(seconds=CHALLENGE_RETENTION))
-            session.execute(delete(ChallengeRow).where(ChallengeRow.expires < forgotten))
-            is_open = ChallengeRow.used.is_(None) & (ChallengeRow.expires > stamp)
-            total = session.scalar(select(func.count()).where(is_open)) or 0
-            mine = (
-                session.scalar(select(func.count()).where(is_open, ChallengeRow.domain == domain))
-                or 0
-            )
+
+        def admit(open_now: OpenChallenges) -> None:
+            _check_holder(open_now.holder, jurisdiction, domain)
+            mine, total = open_now.for_domain, open_now.total
             if mine >= MAX_OPEN_PER_DOMAIN or total >= MAX_OPEN:
                 limit = MAX_OPEN_PER_DOMAIN if mine >= MAX_OPEN_PER_DOMAIN else MAX_OPEN
                 raise TooManyChallenges(
@@ -349,16 +337,9 @@ class Registrar:
                     + "; use one or wait until they expire",
                     limit=limit,
                 )
-            session.add(
-                ChallengeRow(
-                    digest=challenge.digest,
-                    domain=domain,
-                    jurisdiction=jurisdiction,
-                    issued=challenge.issued,
-                    expires=challenge.expires,
-                    used=None,
-                )
-            )
+
+        forgotten = timestamp(now - dt.timedelta(seconds=CHALLENGE_RETENTION))
+        self.store.add_challenge(challenge.record(), forget_before=forgotten, admit=admit)
         log.info("challenge issued for %s (jurisdiction %s)", domain, jurisdiction)
         return token, challenge
 
@@ -366,11 +347,10 @@ class Registrar:
         """The open challenge of a token, or why it cannot be used."""
         if not _TOKEN.fullmatch(token):
             raise UnknownToken("the token is not one this registry issues (wrong or mangled?)")
-        with self._transaction() as session:
-            row = session.get(ChallengeRow, challenge_digest(token))
-            if row is None:
-                raise UnknownToken("no challenge was issued with this token (or it was forgotten)")
-            challenge = _challenge(row)
+        record = self.store.challenge(challenge_digest(token))
+        if record is None:
+            raise UnknownToken("no challenge was issued with this token (or it was forgotten)")
+        challenge = Challenge.of(record)
         if challenge.used is not None:
             raise TokenUsed(f"the token was used at {challenge.used}; request a new challenge")
         if challenge.expires <= timestamp():
@@ -406,95 +386,62 @@ class Registrar:
     def check_free(self, jurisdiction: str, domain: str) -> bool:
         """:class:`JurisdictionHeld` unless the id is free or the domain's own entry; True when
         the domain's entry exists."""
-        with self._transaction() as session:
-            return _check_holder(session, jurisdiction, domain)
+        return _check_holder(self.store.holder(jurisdiction), jurisdiction, domain)
 
     def check_own(self, jurisdiction: str, domain: str) -> None:
         """The store holds the domain's own entry with this id, or 404 / 403 saying why not."""
-        with self._transaction() as session:
-            _check_own(session, jurisdiction, domain)
+        _check_own(self.store.holder(jurisdiction), jurisdiction, domain)
 
     def save(self, challenge: Challenge, entry: Jurisdiction, notes: Sequence[str]) -> bool:
-        """Spend the token and save the entry (checked again: the id still free for its domain);
-        True when it replaced an entry. A failed save gives the token back."""
+        """Spend the token, check again that the id is free or the domain's own, and save the
+        entry: one transaction, so a refusal or a failure changes nothing and the token stays
+        usable. True when it replaced an entry."""
         existed = False
 
-        def still_free(session: Session) -> None:
+        def check(claim: Claim) -> None:
             nonlocal existed
-            existed = _check_holder(session, entry.id, challenge.domain)
+            if not claim.spent:
+                raise _spent_meanwhile()
+            existed = _check_holder(claim.holder, entry.id, challenge.domain)
 
-        self._spend(challenge)
-        try:
-            self.store.save(
-                [entry],
-                replace=True,
-                source=f"registration by {challenge.domain}",
-                report={"domain": challenge.domain, "notes": list(notes)},
-                check=still_free,
-            )
-        except BaseException:
-            self._give_back(challenge)
-            raise
+        self.store.register(
+            entry,
+            digest=challenge.digest,
+            at=timestamp(),
+            source=f"registration by {challenge.domain}",
+            report={"domain": challenge.domain, "notes": list(notes)},
+            check=check,
+        )
         log.info("jurisdiction %s registered by %s", entry.id, challenge.domain)
         return existed
 
     def withdraw(self, challenge: Challenge) -> None:
-        """Spend the token and delete the domain's entry (checked again)."""
-        with self._transaction() as session:
-            _check_own(session, challenge.jurisdiction, challenge.domain)
-        self._spend(challenge)
-        try:
-            self.store.delete([challenge.jurisdiction], source=f"withdrawn by {challenge.domain}")
-        except BaseException:
-            self._give_back(challenge)
-            raise
+        """Spend the token and delete the domain's entry (checked again): one transaction."""
+
+        def check(claim: Claim) -> None:
+            _check_own(claim.holder, challenge.jurisdiction, challenge.domain)
+            if not claim.spent:
+                raise _spent_meanwhile()
+
+        self.store.withdraw(
+            challenge.jurisdiction,
+            digest=challenge.digest,
+            at=timestamp(),
+            source=f"withdrawn by {challenge.domain}",
+            check=check,
+        )
         log.info("jurisdiction %s withdrawn by %s", challenge.jurisdiction, challenge.domain)
 
-    def _spend(self, challenge: Challenge) -> None:
-        """Mark the token used, once: of two requests racing with one token, one wins."""
-        stamp = timestamp()
-        with self._transaction() as session:
-            result = session.execute(
-                update(ChallengeRow)
-                .where(
-                    ChallengeRow.digest == challenge.digest,
-                    ChallengeRow.used.is_(None),
-                    ChallengeRow.expires > stamp,
-                )
-                .values(used=stamp)
-            )
-            if cast(CursorResult[Any], result).rowcount == 1:
-                return
-        raise TokenUsed("the token was used by another request meanwhile; request a new challenge")
 
-    def _give_back(self, challenge: Challenge) -> None:
-        with self._transaction() as session:
-            session.execute(
-                update(ChallengeRow)
-                .where(ChallengeRow.digest == challenge.digest)
-                .values(used=None)
-            )
+def _spent_meanwhile() -> TokenUsed:
+    return TokenUsed("the token was used by another request meanwhile; request a new challenge")
 
 
-def _challenge(row: ChallengeRow) -> Challenge:
-    return Challenge(row.digest, row.domain, row.jurisdiction, row.issued, row.expires, row.used)
-
-
-def _held(session: Session, jurisdiction: str) -> tuple[bool, str | None]:
-    found = session.execute(
-        select(JurisdictionRow.domain).where(JurisdictionRow.id == jurisdiction)
-    ).first()
-    if found is None:
-        return False, None
-    held = found[0]
-    return True, held.lower().rstrip(".") if held else None
-
-
-def _check_holder(session: Session, jurisdiction: str, domain: str) -> bool:
+def _check_holder(holder: Holder, jurisdiction: str, domain: str) -> bool:
     """Refuse an id held by an entry for another domain (or for none); True when it is the
     domain's own entry."""
-    exists, held = _held(session, jurisdiction)
-    if exists and held != domain:
+    if holder.exists and holder.domain != domain:
+        held = holder.domain
         whose = f"the domain {held}" if held else "no domain (an entry of the registry's operator)"
         raise JurisdictionHeld(
             f"the jurisdiction id {jurisdiction!r} is held by an entry for {whose}; only that "
@@ -502,14 +449,13 @@ def _check_holder(session: Session, jurisdiction: str, domain: str) -> bool:
             jurisdiction=jurisdiction,
             held_by=held,
         )
-    return exists
+    return holder.exists
 
 
-def _check_own(session: Session, jurisdiction: str, domain: str) -> None:
-    exists, _held_by = _held(session, jurisdiction)
-    if not exists:
+def _check_own(holder: Holder, jurisdiction: str, domain: str) -> None:
+    if not holder.exists:
         raise UnknownJurisdiction(jurisdiction)
-    _check_holder(session, jurisdiction, domain)
+    _check_holder(holder, jurisdiction, domain)
 
 
 # -- the entry ----------------------------------------------------------------------------------
@@ -551,8 +497,9 @@ def entry_from_feature(
         "services": _services(props.get("services")),
         "boundary_generation": props.get("boundary_generation"),
     }
-    _check_vertices(feature["geometry"])
     try:
+        # The boundary rules every path applies (boundaries.geojson): vertices counted before
+        # shapely builds anything, WGS84, split at the antimeridian, repaired to polygons.
         parsed = jurisdiction_from_feature(
             {"type": "Feature", "geometry": feature["geometry"], "properties": clean}
         )
@@ -560,7 +507,7 @@ def entry_from_feature(
         raise InvalidEntry(error.detail) from None
     except (ShapelyError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InvalidEntry(f"the boundary is not a usable GeoJSON geometry: {exc}") from None
-    boundary, notes = _boundary(parsed.boundary)
+    boundary, notes = parsed.boundary, list(parsed.notes)
     stamp = now or timestamp()
     origin = domain_origin(domain)
     proof = f"registered by {domain}, which proved control of the domain by DNS challenge"
@@ -578,6 +525,7 @@ def entry_from_feature(
         provenance=provenance,
         notes=tuple(notes),
     ).with_boundary(boundary)
+    check_entry(entry)  # what every entry, from anywhere, is held to
     return entry, notes
 
 
@@ -614,7 +562,7 @@ def _https(value: Any, key: str, *, base: bool) -> str:
         raise InvalidEntry(f"{key}: {exc}") from None
     if url is None or urlsplit(url).scheme != "https" or "://" not in value:
         raise InvalidEntry(f"{key} must be an absolute https URL, not {value[:200]!r}")
-    return url
+    return check_url(url, key)
 
 
 def _endpoints(value: Any) -> list[dict[str, Any]]:
@@ -653,42 +601,6 @@ def _services(value: Any) -> list[dict[str, Any]] | None:
     return value
 
 
-def _check_vertices(geometry: Any) -> None:
-    """Count coordinates before shapely builds anything: a boundary is bounded by its vertices
-    as well as by the body size (which an operator may raise)."""
-    count = 0
-    stack = [geometry.get("coordinates") if isinstance(geometry, dict) else None]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list) and item and isinstance(item[0], int | float):
-            count += 1
-            if count > MAX_VERTICES:
-                raise InvalidEntry(f"the boundary has more than {MAX_VERTICES} vertices")
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
-def _boundary(geometry: BaseGeometry | None) -> tuple[BaseGeometry, list[str]]:
-    """Valid WGS84 polygons, split at the antimeridian and repaired as ``geoweb import`` does."""
-    if geometry is None or geometry.is_empty:
-        raise InvalidEntry("the boundary is empty")
-    geometry = shapely.force_2d(geometry)
-    coordinates = shapely.get_coordinates(geometry)
-    if not all(math.isfinite(v) for v in coordinates.flat):
-        raise InvalidEntry("the boundary has coordinates that are not finite numbers")
-    if (abs(coordinates[:, 1]) > 90).any() or (abs(coordinates[:, 0]) > 540).any():
-        raise InvalidEntry(
-            "the boundary is not in WGS84 longitude/latitude (GeoJSON order: [long, lat])"
-        )
-    repaired, notes = repair_polygonal(split_antimeridian(geometry))
-    if repaired is None:
-        raise InvalidEntry(f"the boundary has no usable area: {'; '.join(notes)}")
-    minx, _miny, maxx, _maxy = repaired.bounds
-    if minx < -180 or maxx > 180:
-        raise InvalidEntry("the boundary's longitudes are outside [-180, 180]")
-    return repaired, notes
-
-
 def _expiry(value: Any, now: str) -> str | None:
     if value is None:
         return None
@@ -702,136 +614,6 @@ def _expiry(value: Any, now: str) -> str | None:
     if stamp <= now:
         raise InvalidEntry(f"entry.expires ({stamp}) is in the past")
     return stamp
-
-
-# -- HTTP ---------------------------------------------------------------------------------------
-
-REGISTRAR = web.AppKey("registrar", Registrar)
-
-
-def add_routes(app: web.Application) -> None:
-    """The registration routes (called by ``registry_api.add_routes``)."""
-    app.router.add_post("/v1/registry/challenges", create_challenge)
-    app.router.add_post("/v1/registry/jurisdictions", register_jurisdiction)
-    app.router.add_delete("/v1/registry/jurisdictions/{id}", withdraw_jurisdiction)
-    app.cleanup_ctx.append(registrar_ctx)
-
-
-async def registrar_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The registrar, on the server's store and with its DNS settings."""
-    from resolver.http.app import (
-        SETTINGS,  # here, not at the top: api.py imports the module that imports us
-    )
-
-    settings = app[SETTINGS]
-    app[REGISTRAR] = Registrar(
-        app[REGISTRY].store,
-        nameservers=settings.dns_nameserver,
-        dns_port=settings.dns_port,
-        dns_timeout=settings.dns_timeout,
-        domains=settings.register_domain,
-    )
-    yield
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # the app's client_max_size applies: 413 beyond it
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return document
-
-
-def _token(body: dict[str, Any]) -> str:
-    token = body.get("token")
-    if token is None or token == "":
-        raise MissingParameter("token")
-    if not isinstance(token, str):
-        raise InvalidInput("token must be a string", parameter="token")
-    return token
-
-
-def _domain(body: dict[str, Any]) -> str:
-    if body.get("domain") is None:
-        raise MissingParameter("domain")
-    return normalize_domain(body["domain"])
-
-
-async def create_challenge(request: web.Request) -> web.Response:
-    """``POST /v1/registry/challenges``: a token and the TXT record that proves it."""
-    body = await _body(request)
-    domain = _domain(body)
-    if body.get("jurisdiction") is None:
-        raise MissingParameter("jurisdiction")
-    jurisdiction = check_jurisdiction_id(body["jurisdiction"])
-    registrar = request.app[REGISTRAR]
-    token, challenge = await asyncio.to_thread(registrar.issue, domain, jurisdiction)
-    return _json(challenge.to_dict(token), status=201)
-
-
-async def register_jurisdiction(request: web.Request) -> web.Response:
-    """``POST /v1/registry/jurisdictions``: save an entry once its domain proved control."""
-    body = await _body(request)
-    token = _token(body)
-    domain = _domain(body)
-    if body.get("feature") is None:
-        raise MissingParameter("feature")
-    registrar = request.app[REGISTRAR]
-    registrar.admit(domain)
-    challenge = await asyncio.to_thread(registrar.find, token)
-    entry, notes = entry_from_feature(body["feature"], domain)
-    challenge.check(domain, entry.id)
-    await asyncio.to_thread(registrar.check_free, entry.id, domain)  # before asking DNS
-    await registrar.prove(challenge)
-    async with registrar.lock:
-        replaced = await asyncio.to_thread(registrar.save, challenge, entry, notes)
-    follower = request.app[REGISTRY]
-    await follower.catch_up()
-    resolver = follower.answerer.resolver
-    saved = resolver.jurisdiction(entry.id) if entry.id in resolver else entry
-    return _json(
-        {
-            "registered": entry.id,
-            "domain": domain,
-            "replaced": replaced,
-            "jurisdiction": saved.to_dict(),
-            "notes": notes,
-            "serial": follower.serial,
-            "href": f"/v1/jurisdictions/{quote(entry.id, safe='')}",
-        },
-        status=200 if replaced else 201,
-    )
-
-
-async def withdraw_jurisdiction(request: web.Request) -> web.Response:
-    """``DELETE /v1/registry/jurisdictions/{id}``: delete the domain's own entry, with proof."""
-    jurisdiction = check_jurisdiction_id(request.match_info["id"])
-    body = await _body(request)
-    token = _token(body)
-    domain = _domain(body)
-    registrar = request.app[REGISTRAR]
-    registrar.admit(domain)
-    challenge = await asyncio.to_thread(registrar.find, token)
-    challenge.check(domain, jurisdiction)
-    await asyncio.to_thread(registrar.check_own, jurisdiction, domain)  # before asking DNS
-    await registrar.prove(challenge)
-    async with registrar.lock:
-        await asyncio.to_thread(registrar.withdraw, challenge)
-    follower = request.app[REGISTRY]
-    await follower.catch_up()
-    return _json({"deleted": jurisdiction, "domain": domain, "serial": follower.serial})
 
 
 __all__ = [
@@ -849,7 +631,6 @@ __all__ = [
     "TokenUsed",
     "TooManyChallenges",
     "UnknownToken",
-    "add_routes",
     "challenge_digest",
     "challenge_name",
     "entry_from_feature",

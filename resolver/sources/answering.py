@@ -14,14 +14,23 @@ driver asks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from common.errors import GeoWebError
 from common.models import Answer, Jurisdiction
 from resolver.core.decide import Resolver
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: Seconds a jurisdiction whose refresh failed unexpectedly is answered from its previous facts
+#: before it is asked again.
+FAILURE_BACKOFF = 300.0
 
 
 class FactSource(Protocol):
@@ -59,13 +68,17 @@ class Answerer:
         self._on_update = on_update
         self._clock = clock
         self._in_flight: dict[str, asyncio.Task[Jurisdiction]] = {}
+        #: Jurisdictions whose refresh raised, and until when they are not asked again.
+        self._failed_until: dict[str, float] = {}
 
     @property
     def resolver(self) -> Resolver:
         """The current resolver (it changes when refreshed facts come in)."""
         return self._resolver
 
-    async def resolve(self, lat: float, long: float, concern: str | None = None) -> Answer:
+    async def answer(self, lat: float, long: float, concern: str | None = None) -> Answer:
+        """The core's answer for a point, after refreshing the candidates' missing or expired
+        facts (only then: a fresh answer costs one core lookup)."""
         answer = self._resolver.resolve(lat, long, concern)
         if not self.sources:
             return answer
@@ -74,11 +87,23 @@ class Answerer:
             c.jurisdiction for c in (decision.chosen, *decision.alternatives) if c is not None
         ]
         now = self._clock()
-        stale = [j for j in candidates if any(s.needs(j, now) for s in self.sources)]
+        stale = [
+            j
+            for j in candidates
+            if self._failed_until.get(j.id, 0.0) <= now
+            and any(s.needs(j, now) for s in self.sources)
+        ]
         if not stale:
             return _from_cache(answer)
         await self.refresh(stale)
         return self._resolver.resolve(lat, long, concern)
+
+    def answer_rows(
+        self, rows: Sequence[T], read_point: Callable[[T], tuple[float, float, str | None]]
+    ) -> list[Answer | GeoWebError]:
+        """Answers for many records, in order (see :meth:`Resolver.resolve_rows`), from the facts
+        already known: a batch of thousands of points never waits for fetches."""
+        return self._resolver.resolve_rows(rows, read_point)
 
     async def update(self, changed: Sequence[Jurisdiction], removed: Sequence[str] = ()) -> None:
         """Take registry changes (an import, a mirror sync, a registration): facts already
@@ -112,11 +137,25 @@ class Answerer:
         self._in_flight.pop(key, None)
 
     async def _refresh_one(self, jurisdiction: Jurisdiction) -> Jurisdiction:
+        """Refresh one jurisdiction. A fault in a source or in the refreshed facts (any
+        exception: the sources report the failures they expect themselves) stays with this
+        jurisdiction: its previous facts are kept, and it is not asked again for
+        :data:`FAILURE_BACKOFF` seconds, while answers go on from what is known."""
         now = self._clock()
+        before = jurisdiction
         for source in self.sources:
             if source.needs(jurisdiction, now):
-                jurisdiction = await source.refresh(jurisdiction)
-        self._resolver = self._resolver.replace([jurisdiction])
+                try:
+                    jurisdiction = await source.refresh(jurisdiction)
+                except Exception:
+                    log.exception("%s facts of %s failed; kept", source.name, before.id)
+                    self._failed_until[before.id] = now + FAILURE_BACKOFF
+        try:
+            self._resolver = self._resolver.replace([jurisdiction])
+        except Exception:
+            log.exception("the refreshed facts of %s cannot be answered from; kept", before.id)
+            self._failed_until[before.id] = now + FAILURE_BACKOFF
+            return before
         if self._on_update is not None:
             self._on_update([jurisdiction])
         return jurisdiction

@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
+from common.errors import GeoWebError
 from common.models import Endpoint, Jurisdiction, Provenance, SourceKind
 from discovery.documents import ACCEPT, DocumentError, parse_discovery, parse_services
 from discovery.fetch import Fetched, Fetcher, FetchError
+from resolver.core.validation import check_entry
 from resolver.sources.answering import Answerer
+
+log = logging.getLogger(__name__)
 
 #: Facts this source owns.
 FACTS = frozenset({"discovery", "endpoints", "services", "boundary"})
@@ -41,8 +46,9 @@ _FAILED = "refresh failed: "
 _DISCOVERY_NOTE = "discovery: "
 _SERVICES_NOTE = "discovery: services list: "
 
-#: ``(jurisdiction id, ok, reason, url)`` after every refresh.
-ResultHook = Callable[[str, bool, str | None, str | None], None]
+#: Awaited with ``(jurisdiction id, ok, reason, url)`` after every refresh (a store writes it
+#: through :func:`resolver.store.aio.in_thread`: see ``resolver.store.caches.refresh_log``).
+ResultHook = Callable[[str, bool, str | None, str | None], Awaitable[None]]
 
 
 def iso(timestamp: float) -> str:
@@ -119,13 +125,29 @@ class DiscoverySource:
         now = self.clock()
         url = jurisdiction.discovery_url or ""
         attempt = _Attempt(jurisdiction)
+        updated: Jurisdiction | None = None
+        reason: str | None
         try:
             updated = await self._refresh(attempt)
+            # A city's facts are held to the rules of every registry entry (https or guarded
+            # http URLs, a boundary with area, bounded lists).
+            check_entry(updated, allow_http=True)
         except (FetchError, DocumentError) as error:
             reason = str(error.fields.get("reason") or error.detail)
             url = str(error.fields.get("url") or url)
+        except Exception as error:  # any fault while reading one city stays with that city
+            log.warning("refreshing %s failed", jurisdiction.id, exc_info=True)
+            reason = (
+                error.detail
+                if isinstance(error, GeoWebError)
+                else f"{type(error).__name__}: {str(error)[:300]}"
+            )
+            attempt.read = jurisdiction  # what was read may be what failed: none of it is kept
+        else:
+            reason = None
+        if reason is not None:
             if self.on_result is not None:
-                self.on_result(jurisdiction.id, False, reason, url or None)
+                await self.on_result(jurisdiction.id, False, reason, url or None)
             failure = Provenance(
                 fact="services",
                 source="discovery",
@@ -137,12 +159,13 @@ class DiscoverySource:
             read = attempt.read
             kept = tuple(p for p in read.provenance if not (p.note or "").startswith(_FAILED))
             return replace(read, provenance=(*kept, failure))
+        assert updated is not None
         if self.on_result is not None:
             if attempt.stale:
                 reason = "; ".join(attempt.stale) + " (the stored copy is served, marked stale)"
-                self.on_result(jurisdiction.id, False, reason, url or None)
+                await self.on_result(jurisdiction.id, False, reason, url or None)
             else:
-                self.on_result(jurisdiction.id, True, None, url or None)
+                await self.on_result(jurisdiction.id, True, None, url or None)
         return updated
 
     def _fact(

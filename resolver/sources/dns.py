@@ -1,24 +1,17 @@
 """DNS as a :class:`~resolver.sources.answering.FactSource`: each jurisdiction's own
 ``_open311`` record attests (or contradicts) what a registry claims about it.
 
-The rule (attestation): the registry's discovery URL for a domain is *verified* only when the
-domain's own ``_open311`` record names the same URL. When they disagree, DNS wins: the
-jurisdiction takes the record's discovery URL (and its endpoint, ``e=``, when the record gives one;
-otherwise the registry's endpoints are dropped, since they came with a discovery URL the domain
-does not claim), and the provenance says what the registry claimed and why it was overruled. No
-record (NXDOMAIN, NODATA) or a broken one leaves the registry's facts in place, marked unverified
-with the reason. Every fact carries its TTL: ``Provenance(source="dns" or "cache", ttl=...,
-expires=...)``; a stale answer (the servers failed, RFC 8767) is marked ``stale`` and keeps the
-facts it had, and a failure with nothing cached changes nothing and says so.
+This module only asks DNS and keeps when to ask again; what the answer does to the jurisdiction
+(attestation, "DNS wins") is decided in :mod:`resolver.core.attestation`. A failure with nothing
+cached changes nothing and says so.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import replace
+import logging
 from ipaddress import ip_network
 
-from common.models import Endpoint, Jurisdiction, Provenance
+from common.models import Jurisdiction
 from discovery.dns_lookup import (
     DnsAnswer,
     DnsCache,
@@ -27,30 +20,19 @@ from discovery.dns_lookup import (
     MemoryDnsCache,
     TieredDnsCache,
 )
-from discovery.dns_records import Open311Record, UrlPolicy, parse_rrset, record_name
-from discovery.urls import normalize_discovery_url
+from discovery.dns_records import UrlPolicy, parse_rrset, record_name
 from resolver.config import Settings
-from resolver.store import Store, StoreDnsCache
+from resolver.core.attestation import (
+    RETRY_AFTER_FAILURE,
+    attest,
+    recheck_at,
+    same_url,
+    unreachable,
+)
+from resolver.store import Store
+from resolver.store.caches import StoreDnsCache
 
-#: How long to wait before asking again after DNS failed with nothing cached.
-RETRY_AFTER_FAILURE = 30.0
-
-#: The facts this source writes; its provenance entries are replaced on each refresh.
-FACTS = ("discovery_url", "endpoint", "dns_record")
-
-
-def iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
-
-
-def same_url(one: str | None, other: str | None) -> bool:
-    """Equal discovery URLs after the normalization both sides get (scheme, host case, slashes)."""
-    if one is None or other is None:
-        return one is other
-    try:
-        return normalize_discovery_url(one)[0] == normalize_discovery_url(other)[0]
-    except ValueError:
-        return one == other
+log = logging.getLogger(__name__)
 
 
 class DnsSource:
@@ -77,101 +59,30 @@ class DnsSource:
         reference = f"{name.rstrip('.')} TXT"
         try:
             answer = await self.lookup.txt(name)
+            self._expires[jurisdiction.id] = recheck_at(answer, now, self.lookup.stale_answer_ttl)
+            return self.apply(jurisdiction, answer, reference, now)
         except DnsUnavailable as error:
             self._expires[jurisdiction.id] = now + RETRY_AFTER_FAILURE
-            note = f"DNS failed and nothing is cached ({error.reason}); registry facts unverified"
-            fact = Provenance("dns_record", "dns", reference, note=note, verified=False)
-            return _with_facts(jurisdiction, fact)
-        expires = answer.expires_at if not answer.stale else now + self.lookup.stale_answer_ttl
-        self._expires[jurisdiction.id] = max(expires, now + 1.0)
-        return self.apply(jurisdiction, answer, reference, now)
+            return unreachable(jurisdiction, error.reason, reference)
+        except Exception as error:  # one domain's broken answer stays with that domain
+            log.warning("DNS facts of %s failed", jurisdiction.id, exc_info=True)
+            self._expires[jurisdiction.id] = now + RETRY_AFTER_FAILURE
+            why = f"its answer could not be used ({type(error).__name__}: {str(error)[:200]})"
+            return unreachable(jurisdiction, why, reference)
 
     def apply(
         self, jurisdiction: Jurisdiction, answer: DnsAnswer, reference: str, now: float
     ) -> Jurisdiction:
-        """The jurisdiction as its DNS answer says it is (attestation), with provenance."""
-        ttl = answer.remaining(now) if not answer.stale else int(self.lookup.stale_answer_ttl)
-        facts = DnsFacts(answer, reference, now, ttl)
-        result = parse_rrset(answer.records, name=reference, policy=self.url_policy)
-        record = result.record
-        problems = "; ".join(e.detail for e in result.errors)
-        if record is None:
-            why = (
-                f"{answer.negative}: the domain publishes no _open311 record"
-                if answer.negative
-                else f"no usable _open311 record ({problems})"
-            )
-            fact = facts.make("dns_record", f"{why}; registry facts unverified", verified=False)
-            return _with_facts(jurisdiction, fact)
-        return _attested(jurisdiction, record, facts, problems)
-
-
-class DnsFacts:
-    """Provenance entries for one DNS answer: source, TTL, expiry, stale and AD flags."""
-
-    def __init__(self, answer: DnsAnswer, reference: str, now: float, ttl: int) -> None:
-        self.answer = answer
-        self.reference = reference
-        self.ttl = ttl
-        self.expires = iso(now + ttl)
-
-    def make(self, fact: str, note: str, *, verified: bool) -> Provenance:
-        answer = self.answer
-        if answer.stale:
-            note = f"stale (RFC 8767): DNS {answer.error}; {note}"
-        return Provenance(
-            fact,
-            "cache" if answer.from_cache else "dns",
-            self.reference,
-            retrieved=iso(answer.fetched_at),
-            expires=self.expires,
-            note=note,
-            ttl=self.ttl,
-            stale=True if answer.stale else None,
-            verified=verified,
-            authenticated=True if answer.authenticated else None,
+        """The jurisdiction as its DNS answer says it is (see :func:`attest`)."""
+        parsed = parse_rrset(answer.records, name=reference, policy=self.url_policy)
+        return attest(
+            jurisdiction,
+            parsed,
+            answer,
+            reference=reference,
+            now=now,
+            stale_ttl=self.lookup.stale_answer_ttl,
         )
-
-
-def _attested(
-    jurisdiction: Jurisdiction, record: Open311Record, facts: DnsFacts, problems: str
-) -> Jurisdiction:
-    claimed = jurisdiction.discovery_url
-    extra = f" (ignored: {problems})" if problems else ""
-    if claimed is None:
-        note = "named by the domain's own _open311 record"
-        verified = True
-    elif same_url(claimed, record.discovery_url):
-        note = "verified: the domain's own _open311 record names the same discovery URL"
-        verified = True
-    else:
-        note = (
-            f"DNS wins: the registry claimed {claimed}, but the domain's own _open311 record "
-            f"names {record.discovery_url}"
-        )
-        verified = False
-    made = [facts.make("discovery_url", note + extra, verified=verified)]
-    endpoints = jurisdiction.endpoints
-    if record.endpoint_url is not None:
-        if [e.url for e in endpoints] != [record.endpoint_url]:
-            endpoints = (Endpoint(record.endpoint_url),)
-        made.append(facts.make("endpoint", "e= of the domain's own _open311 record", verified=True))
-    elif not verified:
-        endpoints = ()  # they came with a discovery URL the domain does not claim
-    updated = replace(
-        jurisdiction,
-        discovery_url=record.discovery_url,
-        endpoints=endpoints,
-        jurisdiction_id=record.jurisdiction_id or jurisdiction.jurisdiction_id,
-    )
-    return _with_facts(updated, *made)
-
-
-def _with_facts(jurisdiction: Jurisdiction, *facts: Provenance) -> Jurisdiction:
-    kept = tuple(
-        p for p in jurisdiction.provenance if not (p.fact in FACTS and p.source in ("dns", "cache"))
-    )
-    return replace(jurisdiction, provenance=(*kept, *facts))
 
 
 def dns_lookup(settings: Settings, store: Store | None = None) -> DnsLookup:
@@ -205,4 +116,4 @@ def dns_source(settings: Settings, store: Store | None = None) -> DnsSource:
     return DnsSource(dns_lookup(settings, store), url_policy=url_policy(settings))
 
 
-__all__ = ["DnsFacts", "DnsSource", "dns_lookup", "dns_source", "same_url", "url_policy"]
+__all__ = ["DnsSource", "dns_lookup", "dns_source", "same_url", "url_policy"]

@@ -27,20 +27,38 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
-import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from boundaries.cells import CELLS_LABEL, point_cell
-from common.errors import GeoWebError, InvalidInput
-from common.models import Answer, Endpoint, Fallback, Jurisdiction, Provenance, boundary_generation
+from boundaries.geojson import boundary_from_geojson
+from common.errors import GeoWebError, InvalidBoundary
+from common.models import (
+    Answer,
+    Endpoint,
+    Fallback,
+    Jurisdiction,
+    Provenance,
+    boundary_generation,
+    generation_matches,
+)
 from discovery.dns_lookup import DnsAnswer, DnsLookup
 from discovery.dns_records import Open311Record, RecordError, UrlPolicy, parse_rrset, record_name
 from discovery.fetch import Fetcher
 from discovery.zone import CellsPointer, generation_cell_name, parse_cells_pointer
 from resolver.config import Settings
+from resolver.core.attestation import DnsFacts, ttl_left
 from resolver.core.decide import Resolver, check_point, clean_concern
+from resolver.core.registry_zone import (
+    REGISTRY_MODES,
+    asks_zone,
+    counts_from_dns,
+    covering,
+    local_or_dns,
+    registry_mode,
+)
+from resolver.core.validation import InvalidEntry, check_entry
 from resolver.sources.answering import Answerer, FactSource
-from resolver.sources.dns import DnsFacts, DnsSource, dns_lookup, url_policy
+from resolver.sources.dns import DnsSource, dns_lookup, url_policy
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +167,7 @@ class DnsDiscovery:
         )
         return Discovered(cell, cells, tuple(found))
 
-    async def resolve(self, lat: float, long: float, concern: str | None = None) -> Answer:
+    async def answer(self, lat: float, long: float, concern: str | None = None) -> Answer:
         """The answer for a point, found through DNS alone; :class:`DnsUnavailable`,
         :class:`FetchError` or :class:`CellSchemeError` when that is impossible."""
         concern = clean_concern(concern)
@@ -183,8 +201,10 @@ class DnsDiscovery:
         the local registry) gives it."""
         cell, cells, found = discovered.cell, discovered.cells, discovered.candidates
         now = self.lookup.clock()
-        remaining = cells.remaining(now) if not cells.stale else int(self.lookup.stale_answer_ttl)
-        cell_facts = DnsFacts(cells, f"{cell.rstrip('.')} PTR", now, remaining)
+        stale_ttl = self.lookup.stale_answer_ttl
+        cell_facts = DnsFacts(
+            cells, f"{cell.rstrip('.')} PTR", now, ttl_left(cells, now, stale_ttl)
+        )
         domains = ", ".join(cells.records) or "none"
         known = [c.domain for c in found if c.answer is None]
         if known:
@@ -210,7 +230,7 @@ class DnsDiscovery:
             if chosen is None or candidate.domain != chosen.id or candidate.answer is None:
                 continue
             txt = candidate.answer
-            ttl = txt.remaining(now) if not txt.stale else int(self.lookup.stale_answer_ttl)
+            ttl = ttl_left(txt, now, stale_ttl)
             txt_facts = DnsFacts(txt, f"{record_name(candidate.domain).rstrip('.')} TXT", now, ttl)
             note = "named by the domain's own _open311 record"
             facts.append(txt_facts.make("discovery_url", note, verified=True))
@@ -240,7 +260,14 @@ class DnsDiscovery:
         if known is not None:
             self._candidates.move_to_end(key)
             return _Candidate(domain, answer, known.record, known.jurisdiction, known.why_skipped)
-        candidate = await self._parse_candidate(domain, name, answer)
+        try:
+            candidate = await self._parse_candidate(domain, name, answer)
+        except GeoWebError:
+            raise
+        except Exception as error:  # one domain's fault stays with that domain
+            log.warning("DNS candidate %s skipped", domain, exc_info=True)
+            why = f"its facts could not be read ({type(error).__name__}: {str(error)[:200]})"
+            return _Candidate(domain, answer, None, None, why)
         if candidate.record is None or candidate.jurisdiction is not None:
             self._remember(self._candidates, key, candidate, self._max_boundaries)
         return candidate
@@ -280,6 +307,10 @@ class DnsDiscovery:
                 ),
             ),
         )
+        try:  # what every entry, from anywhere, is held to
+            check_entry(jurisdiction, allow_http=self.url_policy.allow_http_loopback)
+        except InvalidEntry as error:
+            return _Candidate(domain, answer, record, None, error.detail)
         return _Candidate(domain, answer, record, jurisdiction)
 
     async def _boundary(self, url: str, generation: str) -> BaseGeometry:
@@ -303,7 +334,7 @@ class DnsDiscovery:
         fetched = await self.fetcher.get(url, accept=BOUNDARY_TYPES)  # FetchError: no answer
         geometry = parse_boundary(fetched.body, url)
         found = boundary_generation(geometry)
-        if found != generation:
+        if not generation_matches(geometry, generation):
             raise BoundaryError(
                 f"the boundary at {url} has generation {found}, not {generation} as its "
                 "_open311 record says",
@@ -320,11 +351,6 @@ class DnsDiscovery:
 
 async def _async(value: _Candidate) -> _Candidate:
     return value
-
-
-#: When a registry zone is asked (``--dns-registry-mode``): for every point, or only for points
-#: no jurisdiction of the local registry covers.
-REGISTRY_MODES = ("always", "uncovered")
 
 
 class DnsRegistryAnswerer(Answerer):
@@ -352,11 +378,9 @@ class DnsRegistryAnswerer(Answerer):
         on_update: Callable[[list[Jurisdiction]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if mode not in REGISTRY_MODES:
-            raise InvalidInput(f"the DNS registry mode must be one of {', '.join(REGISTRY_MODES)}")
+        self.mode = registry_mode(mode)
         super().__init__(resolver, sources, on_update=on_update, clock=clock)
         self.discovery = discovery
-        self.mode = mode
         self._known: tuple[Resolver, frozenset[str], frozenset[str]] | None = None
 
     def _local(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -370,46 +394,37 @@ class DnsRegistryAnswerer(Answerer):
             self._known = (resolver, domains, ids)
         return self._known[1], self._known[2]
 
-    async def resolve(self, lat: float, long: float, concern: str | None = None) -> Answer:
-        local = await super().resolve(lat, long, concern)
-        decision = local.decision
-        covering = [c.jurisdiction for c in (decision.chosen, *decision.alternatives) if c]
-        if self.mode == "uncovered" and covering:
+    async def answer(self, lat: float, long: float, concern: str | None = None) -> Answer:
+        """The answer for a point from the local registry and the registry zone; which facts
+        count and which answer stands is decided in :mod:`resolver.core.registry_zone`."""
+        local = await super().answer(lat, long, concern)
+        if not asks_zone(self.mode, local):
             return local
         domains, ids = self._local()
         try:
             discovered = await self.discovery.discover(lat, long, known=domains)
-        except GeoWebError as error:
+        except Exception as error:  # whatever the zone sends, the local answer stands
+            why = error.detail if isinstance(error, GeoWebError) else repr(error)[:200]
             note = (
-                f"the registry zone {self.discovery.zone} could not be read ({error.detail}); "
+                f"the registry zone {self.discovery.zone} could not be read ({why}); "
                 "answered from the local registry only"
             )
             fact = Provenance(
                 "candidates", "dns", f"_cells.{self.discovery.zone}", note=note, verified=False
             )
-            log.warning("DNS discovery for %s,%s failed: %s", lat, long, error.detail)
+            log.warning("DNS discovery for %s,%s failed: %s", lat, long, why)
             return _with_facts(local, fact)
-        # a candidate whose id is a local one (ids of DNS candidates are their domains) is left
-        # to the local registry
         new = replace(
             discovered,
             candidates=tuple(
-                c
-                for c in discovered.candidates
-                if c.jurisdiction is None or c.jurisdiction.id not in ids
+                c for c in discovered.candidates if counts_from_dns(c.jurisdiction, ids)
             ),
         )
         answer = local
         if new.jurisdictions:
-            combined = self.discovery.resolver_for(covering, new).resolve(lat, long, concern)
-            if _covering_ids(combined) != _covering_ids(local):
-                answer = combined  # a jurisdiction only DNS knows covers the point
+            combined = self.discovery.resolver_for(covering(local), new).resolve(lat, long, concern)
+            answer = local_or_dns(local, combined)
         return self.discovery.with_provenance(answer, new, local)
-
-
-def _covering_ids(answer: Answer) -> set[str]:
-    decision = answer.decision
-    return {c.jurisdiction.id for c in (decision.chosen, *decision.alternatives) if c}
 
 
 def _with_facts(answer: Answer, *facts: Provenance) -> Answer:
@@ -440,23 +455,16 @@ def registry_answerer(
 
 
 def parse_boundary(body: bytes, url: str) -> BaseGeometry:
-    """A Polygon or MultiPolygon from a GeoJSON geometry, Feature, or one-feature collection."""
+    """The boundary a ``b=`` URL serves (a GeoJSON geometry, Feature, or one-feature collection),
+    by the rules every boundary path applies (``boundaries.geojson``)."""
     try:
         document = orjson.loads(body)
-        if document.get("type") == "FeatureCollection":
-            features = document.get("features") or []
-            if len(features) != 1:
-                raise BoundaryError(f"{url}: a boundary collection must hold one feature")
-            document = features[0]
-        if document.get("type") == "Feature":
-            document = document.get("geometry")
-        geometry = shapely.geometry.shape(document)
-    except BoundaryError:
-        raise
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+    except orjson.JSONDecodeError as exc:
         raise BoundaryError(f"{url} is not a GeoJSON boundary: {exc}", url=url) from None
-    if geometry.geom_type not in ("Polygon", "MultiPolygon") or geometry.is_empty:
-        raise BoundaryError(f"{url}: a boundary must be a Polygon or MultiPolygon", url=url)
+    try:
+        geometry, _repairs = boundary_from_geojson(document, accept="feature")
+    except InvalidBoundary as error:
+        raise BoundaryError(f"{url}: {error.detail}", url=url) from None
     return geometry
 
 

@@ -1,0 +1,116 @@
+"""The on-disk snapshot of the boundary index: used while the boundaries are the same, refused
+when they are not (or when it was written by other index code), rebuilt when damaged."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from common.models import Jurisdiction
+from resolver import index_snapshot
+from resolver.index_snapshot import build_resolver, generation, load, snapshot_path
+
+
+def _grid_of_boxes(n: int = 12, shrink: float = 0.0) -> list[Jurisdiction]:
+    """n x n unit squares sharing borders (enough pieces for a grid of interior cells)."""
+    out = []
+    for i in range(n):
+        for j in range(n):
+            square = box(i, j, i + 1 - (shrink if (i, j) == (0, 0) else 0.0), j + 1)
+            out.append(Jurisdiction(id=f"b{i:02d}{j:02d}", name=f"B {i} {j}").with_boundary(square))
+    return out
+
+
+def _points(seed: int = 7, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lats = rng.uniform(-0.5, 12.5, n)
+    longs = rng.uniform(-0.5, 12.5, n)
+    # and points on the shared borders and corners, where the exact path answers
+    lats[: n // 4] = np.round(lats[: n // 4])
+    return lats, longs
+
+
+def test_a_snapshot_is_written_then_used_with_the_same_answers(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite.index"
+    entries = _grid_of_boxes()
+    built = build_resolver(entries, None, path)
+    assert path.exists()
+    assert load(path, generation(entries)) is not None
+    loaded = build_resolver(entries, None, path)
+    assert loaded.index is not built.index and loaded.index.grid == built.index.grid
+    lats, longs = _points()
+    for a, b in zip(
+        built.index.covering_many(lats, longs), loaded.index.covering_many(lats, longs), strict=True
+    ):
+        assert np.array_equal(a, b)
+    for lat, long in zip(lats[:500].tolist(), longs[:500].tolist(), strict=True):
+        assert built.resolve(lat, long) == loaded.resolve(lat, long)
+
+
+def test_a_snapshot_of_other_boundaries_is_refused_and_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.sqlite.index"
+    old = _grid_of_boxes()
+    build_resolver(old, None, path)
+    new = _grid_of_boxes(shrink=0.5)  # one boundary changed: another generation
+    assert generation(new) != generation(old)
+    with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
+        assert load(path, generation(new)) is None
+    assert "other boundaries" in caplog.text
+    resolver = build_resolver(new, None, path)
+    # the stale index would say the changed square still covers (0.75, 0.5)
+    assert resolver.resolve(0.5, 0.75).jurisdiction is None
+    assert load(path, generation(new)) is not None  # replaced by the new one
+    assert load(path, generation(old)) is None
+
+
+def test_the_order_of_the_jurisdictions_is_part_of_the_key(tmp_path: Path) -> None:
+    entries = _grid_of_boxes()
+    assert generation(entries) != generation(entries[::-1])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_snapshot_is_rebuilt(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.sqlite.index"
+    entries = _grid_of_boxes()
+    expected = build_resolver(entries, None, None)
+    build_resolver(entries, None, path)
+    data = path.read_bytes()
+    header = data[: data.index(b"\n", len(b"GEOWEB-INDEX-SNAPSHOT 1\n")) + 1]
+    path.write_bytes(
+        {
+            "truncated": data[: len(data) // 2],
+            "garbage": header + b"\x80\x05not a pickle at all",
+            "empty": b"",
+        }[damage]
+    )
+    with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
+        resolver = build_resolver(entries, None, path)
+    assert "building the index" in caplog.text
+    lats, longs = _points(seed=3)
+    assert np.array_equal(
+        resolver.index.covering_many(lats, longs)[1], expected.index.covering_many(lats, longs)[1]
+    )
+    assert load(path, generation(entries)) is not None  # whole again
+
+
+def test_where_snapshots_are_kept(tmp_path: Path) -> None:
+    assert snapshot_path(str(tmp_path / "g.sqlite")) == tmp_path / "g.sqlite.index"
+    url = snapshot_path("postgresql://u@127.0.0.1:5432/geoweb")
+    assert url.name.startswith("index-") and url.suffix == ".snapshot"
+    assert url != snapshot_path("postgresql://u@127.0.0.1:5432/other")
+
+
+def test_an_unwritable_place_goes_without(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    entries = _grid_of_boxes(4)
+    resolver = build_resolver(entries, None, blocked / "s.index")
+    assert resolver.resolve(0.5, 0.5).jurisdiction is not None
