@@ -19,7 +19,6 @@ import base64
 import json
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import dns.tsig
 from discovery.dns_publish import Publisher, TsigKey
 
 from .common import build_store
-from .dnscold import HOST, ZONE, free_udp_tcp_port, publish
+from .dnscold import HOST, ZONE, free_udp_tcp_port, publish, run_knotd
 
 KEY_NAME = "bench-key."
 SECRET = base64.b64encode(b"geoweb bench secret, 32 bytes..!").decode()
@@ -83,34 +82,8 @@ zone:
 """,
         encoding="utf-8",
     )
-    with (workdir / "knotd-axfr.log").open("wb") as log:
-        process = subprocess.Popen(
-            [binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=workdir
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        query = dns.message.make_query(f"{ZONE}.", "SOA")
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"knotd exited with {process.returncode}")
-            try:
-                response = dns.query.udp(query, HOST, timeout=0.5, port=port)
-                if response.rcode() == dns.rcode.NOERROR and response.answer:
-                    break
-            except (OSError, dns.exception.DNSException):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"knotd did not serve {ZONE} within {timeout} s")
-            time.sleep(0.1)
+    with run_knotd(binary, workdir, config, "knotd-axfr.log", port, timeout):
         yield port
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def _dnspython_read(port: int) -> int:

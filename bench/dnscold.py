@@ -21,11 +21,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -94,7 +96,17 @@ zone:
 """,
         encoding="utf-8",
     )
-    with (workdir / "knotd.log").open("wb") as log:
+    with run_knotd(binary, workdir, config, "knotd.log", port, timeout):
+        yield port
+
+
+@contextmanager
+def run_knotd(
+    binary: str, workdir: Path, config: Path, log_name: str, port: int, timeout: float
+) -> Iterator[None]:
+    """Start ``knotd`` with ``config``, wait until it answers for the zone, stop it by its own
+    process id on leaving."""
+    with (workdir / log_name).open("wb") as log:
         process = subprocess.Popen(
             [binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=workdir
         )
@@ -113,7 +125,7 @@ zone:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"knotd did not serve {ZONE} within {timeout} s")
             time.sleep(0.1)
-        yield port
+        yield
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

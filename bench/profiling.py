@@ -38,7 +38,15 @@ FOCUS = (
 #: Where a server's own time goes, by the function's file or name (first match wins); what
 #: matches none is "other" (the event loop, the interpreter, the standard library).
 CATEGORIES = (
-    ("access log", ("web_log.py", "LeanAccessLogger", "LineBuffer", "logging/__init__.py")),
+    (
+        "access log",
+        (
+            "web_log.py",
+            "logging/__init__.py",
+            "resolver/http/serving.py:",  # only its log, add and flush run per request
+            "(strftime)",
+        ),
+    ),
     ("socket writes", ("(send)", "(write)", "(writelines)", "_http_writer", "http_writer.py")),
     ("HTTP parsing", ("http_parser.py", "(feed_data)", "_http_parser")),
     ("index lookup (boundaries/)", ("boundaries/",)),

@@ -348,6 +348,16 @@ class Fallback:
     def provenance(self) -> Provenance:
         return Provenance(fact="endpoint", source="fallback", reference=self.url)
 
+    @property
+    def relative(self) -> bool:
+        """A path on the answering server itself (its own ad hoc service), whose scheme and host
+        only the HTTP layer knows: it makes the URL absolute with :meth:`Answer.at`."""
+        return self.url.startswith("/")
+
+    def at(self, base: str) -> Fallback:
+        """This fallback with a relative URL made absolute on ``base`` (``scheme://host``)."""
+        return replace(self, url=base.rstrip("/") + self.url) if self.relative else self
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -394,7 +404,22 @@ class Decision:
         }[self.reason or "no_jurisdiction"]
         if self.fallback is not None:
             return f"Fallback: {why}; the ad hoc service {self.fallback.url} takes the report."
-        return f"No answer: {why}, and no fallback service is configured."
+        return (
+            f"No answer: {why}, and no fallback service is configured: "
+            "there is nowhere to send the report."
+        )
+
+    def at(self, base: str) -> Decision:
+        """This decision with a relative fallback made absolute on ``base``."""
+        fallback = self.fallback
+        if fallback is None or not fallback.relative:
+            return self
+        absolute = fallback.at(base)
+        endpoint = Endpoint(url=absolute.url, note=absolute.name)
+        provenance = tuple(
+            absolute.provenance() if p == fallback.provenance() else p for p in self.provenance
+        )
+        return replace(self, fallback=absolute, endpoint=endpoint, provenance=provenance)
 
 
 @dataclass(slots=True)
@@ -425,6 +450,14 @@ class Answer:
     @property
     def reason(self) -> FallbackReason | None:
         return self.decision.reason
+
+    def at(self, base: str) -> Answer:
+        """This answer with a relative fallback (this server's own ad hoc service) made absolute
+        on ``base``; the same answer when there is none."""
+        decision = self.decision.at(base)
+        if decision is self.decision:
+            return self
+        return Answer(self.lat, self.long, decision, self.index_generation)
 
     @property
     def is_fallback(self) -> bool:

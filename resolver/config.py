@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from common.errors import InvalidInput
-from common.models import Fallback
 
 #: Environment variables of settings are ``GEOWEB_<NAME>``, e.g. ``GEOWEB_DB``.
 ENV_PREFIX = "GEOWEB"
@@ -201,6 +200,25 @@ class Settings:
         form="url",
     )
     fallback_name: str = setting("Ad hoc fallback", "Name shown for the fallback endpoint.")
+    adhoc: bool = setting(
+        True,
+        "Serve this resolver's own ad hoc GeoReport v2 service under /adhoc/ and answer with it "
+        "when nobody covers the point or offers the concern (unless --fallback-url is given).",
+    )
+    adhoc_services: str | None = setting(
+        None,
+        "YAML or JSON file of the ad hoc service's catalogue, replacing the default one.",
+        metavar="FILE",
+        default_text="pothole, graffiti, street light, waste, abandoned vehicle, dumping, other",
+    )
+    adhoc_api_key: str | None = setting(
+        None,
+        "API key the ad hoc service requires on POST requests (none: anyone may post).",
+        metavar="KEY",
+    )
+    adhoc_posts_per_minute: int = setting(
+        30, "POSTs to the ad hoc service one client address may make a minute (then 429).", low=1
+    )
     max_batch_points: int = setting(
         50_000, "Most points accepted by one POST /v1/resolve (larger batches get 413).", low=1
     )
@@ -369,10 +387,6 @@ class Settings:
     @property
     def db_path(self) -> str:
         return self.db if self.db else str(default_db_path())
-
-    @property
-    def fallback(self) -> Fallback | None:
-        return Fallback(self.fallback_url, self.fallback_name) if self.fallback_url else None
 
 
 def _declarations() -> tuple[Setting, ...]:

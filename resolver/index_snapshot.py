@@ -52,7 +52,13 @@ def generation(jurisdictions: Sequence[Jurisdiction]) -> str:
     """What an index is built from: each position's id and boundary generation."""
     digest = hashlib.sha256()
     for j in jurisdictions:
-        digest.update(f"{j.id}\0{j.boundary_generation or '-'}\n".encode())
+        if j.boundary is None:
+            named = "-"
+        elif j.boundary_generation:
+            named = j.boundary_generation
+        else:  # a boundary nobody named: its own bytes
+            named = hashlib.sha256(j.boundary.wkb).hexdigest()
+        digest.update(f"{j.id}\0{named}\n".encode())
     return digest.hexdigest()[:32]
 
 

@@ -23,7 +23,7 @@ import aiohttp
 from common.models import Jurisdiction
 from discovery.fetch import Fetcher, FetchLimits, make_session
 from resolver.config import Settings
-from resolver.core.decide import Resolver
+from resolver.core.decide import Resolver, choose_fallback
 from resolver.index_snapshot import build_resolver, snapshot_path
 from resolver.registry.documents import load_jurisdictions
 from resolver.registry.embedded import open_store
@@ -71,7 +71,13 @@ def _resolver(settings: Settings, jurisdictions: list[Jurisdiction]) -> Resolver
     """The resolver a server starts with: its index from the snapshot when the settings keep
     one (:mod:`resolver.index_snapshot`)."""
     path = snapshot_path(settings.db_path) if settings.index_snapshot else None
-    return build_resolver(jurisdictions, settings.fallback, path)
+    fallback = choose_fallback(
+        settings.fallback_url,
+        settings.fallback_name,
+        adhoc=settings.adhoc,
+        public_url=settings.public_url,
+    )
+    return build_resolver(jurisdictions, fallback, path)
 
 
 def fetch_limits(settings: Settings) -> FetchLimits:

@@ -4,7 +4,9 @@ through ``geoweb import``."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +24,16 @@ from tests.open311_servers import StandIn, stand_in_app
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COUNTIES = SHARED_DATA / "us-counties.geojson"
 IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Per-user caches (index snapshots of stores that are not files) go to a folder of this run,
+    for the servers the tests start too, never to the user's own cache."""
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="geoweb-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

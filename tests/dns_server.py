@@ -171,7 +171,40 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port for both UDP and TCP")
 
 
-class KnotServer:
+class _ServerProcess:
+    """What every DNS server process started here shares: its own process, stopped by its id,
+    and its log file."""
+
+    process: subprocess.Popen[bytes] | None
+    log: Path
+
+    def stop(self) -> None:
+        """Stop the server (the test's own process: by its id)."""
+        process, self.process = self.process, None
+        _stop(process)
+
+    def tail(self, lines: int = 15) -> str:
+        return _tail(self.log, lines)
+
+
+class _Authoritative(_ServerProcess):
+    """An authoritative server of ``zone`` on ``address:port``."""
+
+    zone: str
+    address: str
+    port: int
+
+    def query(self, name: str, rdtype: str) -> dns.message.Message:
+        """A direct query (for assertions): over TCP, no cache in between."""
+        return dns.query.tcp(
+            dns.message.make_query(name, rdtype), self.address, timeout=5, port=self.port
+        )
+
+    def serial(self) -> int:
+        return int(self.query(self.zone, "SOA").answer[0][0].serial)
+
+
+class KnotServer(_Authoritative):
     """One ``knotd`` process serving ``zone`` from ``zone_file`` on ``127.0.0.1:port``.
 
     ``more_zones`` (name -> master file) are served too. ``signed``: Knot signs every zone it
@@ -279,23 +312,6 @@ zone:
             self.stop()
             raise
 
-    def stop(self) -> None:
-        """Stop the server (the test's own process: by its id)."""
-        process, self.process = self.process, None
-        _stop(process)
-
-    def tail(self, lines: int = 15) -> str:
-        return _tail(self.log, lines)
-
-    def query(self, name: str, rdtype: str) -> dns.message.Message:
-        """A direct query (for assertions): over TCP, no cache in between."""
-        return dns.query.tcp(
-            dns.message.make_query(name, rdtype), self.address, timeout=5, port=self.port
-        )
-
-    def serial(self) -> int:
-        return int(self.query(self.zone, "SOA").answer[0][0].serial)
-
     def trust_anchor(self, zone: str | None = None) -> str:
         """The DS record (SHA-256) of a signed zone's key, as a resolver's trust anchor."""
         name = dns.name.from_text(zone or self.zone)
@@ -322,7 +338,7 @@ zone:
         )
 
 
-class BindServer:
+class BindServer(_Authoritative):
     """One BIND 9 ``named`` process serving ``zone`` (a dynamic zone: TSIG-signed UPDATE and AXFR
     allowed) from a copy of ``zone_file`` on ``127.0.0.1:port``, in the foreground, with its own
     configuration in ``workdir`` and BIND's default timeouts and limits. No control channel."""
@@ -391,23 +407,6 @@ zone "{self.zone}" {{
             self.stop()
             raise
 
-    def stop(self) -> None:
-        """Stop the server (the test's own process: by its id)."""
-        process, self.process = self.process, None
-        _stop(process)
-
-    def tail(self, lines: int = 15) -> str:
-        return _tail(self.log, lines)
-
-    def query(self, name: str, rdtype: str) -> dns.message.Message:
-        """A direct query (for assertions): over TCP."""
-        return dns.query.tcp(
-            dns.message.make_query(name, rdtype), self.address, timeout=5, port=self.port
-        )
-
-    def serial(self) -> int:
-        return int(self.query(self.zone, "SOA").answer[0][0].serial)
-
 
 def _tail(path: Path, lines: int) -> str:
     try:
@@ -417,7 +416,7 @@ def _tail(path: Path, lines: int) -> str:
     return " | ".join(text.strip().splitlines()[-lines:])
 
 
-class UnboundServer:
+class UnboundServer(_ServerProcess):
     """One ``unbound`` process, a validating recursive resolver on ``127.0.0.1:port``.
 
     ``stubs`` maps each zone to the (address, port) of its authoritative server; ``anchors`` are
@@ -500,13 +499,6 @@ class UnboundServer:
         except RuntimeError:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        _stop(process)
-
-    def tail(self, lines: int = 15) -> str:
-        return _tail(self.log, lines)
 
 
 class DocumentServer:

@@ -32,8 +32,9 @@ FALLBACK = "https://adhoc.example.org/open311/v2/"
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, tmp_path: Path) -> TestClient[Any, Any]:
-    """The service on an empty store: it serves the embedded registry."""
-    return await aiohttp_client(create_app(Settings(db=str(tmp_path / "empty.sqlite"))))
+    """The service on an empty store: it serves the embedded registry; no fallback at all."""
+    settings = Settings(db=str(tmp_path / "empty.sqlite"), adhoc=False)
+    return await aiohttp_client(create_app(settings))
 
 
 @pytest.fixture
@@ -338,7 +339,9 @@ async def test_healthz(client: TestClient[Any, Any]) -> None:
 
 async def test_counties_store_over_http(aiohttp_client: ClientFactory, counties_db: Path) -> None:
     # the counties alone (tests/test_embedded_layer.py answers them with the embedded layer)
-    client = await aiohttp_client(create_app(Settings(db=str(counties_db), embedded=False)))
+    client = await aiohttp_client(
+        create_app(Settings(db=str(counties_db), embedded=False, adhoc=False))
+    )
     body = await _json(await client.get("/v1/resolve", params=SF_CITY_HALL))
     assert body["jurisdiction"]["id"] == "06075"
     # counties have no endpoint of their own: named, but the answer says so

@@ -49,7 +49,11 @@ def db(tmp_path: Path, city: tuple[str, StandIn]) -> Path:
 
 def settings(db: Path) -> Settings:
     return Settings(
-        db=str(db), discovery_refresh=True, allow_network=("127.0.0.0/8",), fetch_timeout=3.0
+        adhoc=False,  # no fallback: an answer is found only once the entry arrives
+        db=str(db),
+        discovery_refresh=True,
+        allow_network=("127.0.0.0/8",),
+        fetch_timeout=3.0,
     )
 
 

@@ -201,6 +201,7 @@ async def nodes(tmp_path: Path) -> AsyncIterator[list[Node]]:
     started = []
     for name, embedded in (("a", True), ("b", True), ("c", False)):
         settings = Settings(
+            adhoc=False,  # no fallback: an answer is found only once the entry arrives
             db=str(tmp_path / f"{name}.sqlite"),
             allow_network=LOOPBACK,
             registry_poll=3600,

@@ -92,6 +92,7 @@ async def nodes(store_urls: list[str], city_knot: KnotServer) -> AsyncIterator[l
     started = []
     for name, url in zip("ABC", store_urls, strict=True):
         settings = Settings(
+            adhoc=False,  # no fallback: an answer is found only once the entry arrives
             db=url,
             allow_network=LOOPBACK,
             registry_poll=3600,
@@ -282,6 +283,7 @@ async def test_serve_syncs_its_upstreams_in_the_background(store_urls: list[str]
     with Store(b_url) as b_store:
         b_store.add_mirror(upstream)
     settings = Settings(
+        adhoc=False,  # no fallback: an answer is found only once the entry arrives
         db=b_url,
         allow_network=LOOPBACK,
         registry_poll=0.05,

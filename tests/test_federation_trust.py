@@ -319,7 +319,10 @@ async def test_a_change_the_domains_own_dns_confirms_still_travels(
     url = await upstream(lambda since: _page(since, changes if since == 0 else []))
     mirror.add_mirror(url)
     settings = Settings(
-        dns_nameserver=(city_knot.address,), dns_port=city_knot.port, allow_network=LOOPBACK
+        adhoc=False,  # no fallback: an answer is found only once the entry arrives
+        dns_nameserver=(city_knot.address,),
+        dns_port=city_knot.port,
+        allow_network=LOOPBACK,
     )
     result = await sync_mirror(mirror, url, fetcher, attest=dns_attestation(settings))
     assert sorted(result.report.upserted) == ["other", "unconfirmed"]
@@ -387,6 +390,7 @@ async def test_following_the_store_never_waits_for_a_mirror(
         store.add_mirror(url)
         store.save([_entry("seed", box(50, 50, 51, 51))], source="test")
     settings = Settings(
+        adhoc=False,  # no fallback: an answer is found only once the entry arrives
         db=str(db),
         allow_network=LOOPBACK,
         registry_poll=0.05,

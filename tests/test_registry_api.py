@@ -40,7 +40,9 @@ async def registry_client(aiohttp_client: Any, tmp_path: Path) -> TestClient[Any
     with Store(db) as store:
         store.save(_entries(3), source="test")
         store.delete(["j2"], source="test")
-    return await aiohttp_client(create_app(Settings(db=str(db), mirror_interval=0, embedded=False)))
+    return await aiohttp_client(
+        create_app(Settings(db=str(db), mirror_interval=0, embedded=False, adhoc=False))
+    )
 
 
 async def test_the_snapshot_has_an_etag_per_serial(registry_client: TestClient[Any, Any]) -> None:
@@ -80,7 +82,9 @@ async def test_servers_sharing_a_store_follow_each_others_writes(tmp_path: Path)
     Store(db).close()
     servers = [
         TestServer(
-            create_app(Settings(db=db, registry_poll=0.05, mirror_interval=0, embedded=False))
+            create_app(
+                Settings(db=db, registry_poll=0.05, mirror_interval=0, embedded=False, adhoc=False)
+            )
         )
         for _ in range(2)
     ]
@@ -175,7 +179,7 @@ async def test_an_expired_entry_is_mirrored_but_not_answered(
     with Store(db) as store:
         store.save([live, replace(expired, expires="2001-01-01T00:00:00.000000Z")], source="test")
     client = await aiohttp_client(
-        create_app(Settings(db=str(db), mirror_interval=0, embedded=False))
+        create_app(Settings(db=str(db), mirror_interval=0, embedded=False, adhoc=False))
     )
     assert (await (await client.get("/v1/resolve?lat=10.5&long=0.5")).json())["found"] is True
     gone = await (await client.get("/v1/resolve?lat=10.5&long=1.5")).json()
@@ -191,7 +195,7 @@ async def test_a_store_that_fails_mid_run_gives_503_not_a_crash(
     with Store(db) as store:
         store.save(_entries(1), source="test")
     client = await aiohttp_client(
-        create_app(Settings(db=str(db), mirror_interval=0, embedded=False))
+        create_app(Settings(db=str(db), mirror_interval=0, embedded=False, adhoc=False))
     )
     with Store(db) as store, store.engine.begin() as connection:  # the database breaks under it
         connection.exec_driver_sql("DROP TABLE jurisdictions")

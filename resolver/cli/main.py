@@ -109,7 +109,8 @@ def resolve(lat: str, long_: str, concern: str | None, as_json: bool, **options:
     --dns-registry-zone, jurisdictions the store lacks are found through DNS); DNS answers are
     cached in the store."""
     point = parse_coordinate(lat, "lat"), parse_coordinate(long_, "long")
-    settings = Settings(**options)
+    # Answered here, not by a server: there is no ad hoc service of ours to send to.
+    settings = Settings(**options, adhoc=False)
     answer = asyncio.run(answer_point(settings, *point, concern))
     if as_json:
         click.echo(orjson.dumps(answer.to_dict(), option=orjson.OPT_INDENT_2).decode())
@@ -154,7 +155,8 @@ def resolve_batch(
     Appended columns: jurisdiction_id, jurisdiction_name, endpoint_url, fallback, reason,
     concern_status, boundary_generation, error.
     """
-    settings = Settings(**options)
+    # Answered here, not by a server: there is no ad hoc service of ours to send to.
+    settings = Settings(**options, adhoc=False)
     csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     reader = csv.reader(input_file)
     try:

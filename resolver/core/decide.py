@@ -53,6 +53,25 @@ MAX_CONCERN_LENGTH: Final = 200
 T = TypeVar("T")
 
 
+#: Where this server's own ad hoc GeoReport v2 endpoint is, on whatever host answers.
+ADHOC_PATH = "/adhoc/v2"
+
+
+def choose_fallback(
+    fallback_url: str | None, name: str, *, adhoc: bool, public_url: str | None
+) -> Fallback | None:
+    """Which fallback answers points nobody covers: the operator's URL when given; else this
+    server's own ad hoc service (absolute on ``public_url``, or a path the HTTP layer makes
+    absolute on the request's base URL); else none, and answers say there is nowhere to send."""
+    if fallback_url:
+        return Fallback(fallback_url, name)
+    if not adhoc:
+        return None
+    label = "Ad hoc service of this resolver" if name == "Ad hoc fallback" else name
+    base = public_url.rstrip("/") if public_url else ""
+    return Fallback(base + ADHOC_PATH, label)
+
+
 def parse_coordinate(value: str | float | int | None, name: str) -> float:
     """A latitude or longitude from user input, or :class:`InvalidCoordinates` saying why not.
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from resolver.adhoc import routes as adhoc_routes
 from resolver.config import Settings
 from resolver.http import (
     jurisdictions,
@@ -70,6 +71,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(registry.registry_ctx)
     for routes in (service, resolve, jurisdictions, registry, registration, site, operators):
         routes.add_routes(app)
+    if settings.adhoc:
+        adhoc_routes.add_routes(app, adhoc_routes.config_from(settings), store_key=STORE)
     add_slash_aliases(app)
     return app
 

@@ -8,10 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from common.errors import InvalidInput, MissingParameter, PayloadTooLarge
+from common.models import Answer
 from resolver.core.decide import parse_coordinate
 from resolver.http.errors import json_response
 from resolver.http.keys import ANSWERER, SETTINGS
-from resolver.http.params import point, query_value, read_json
+from resolver.http.params import base_url, point, query_value, read_json
 from resolver.http.web import answer_headers
 
 
@@ -25,7 +26,8 @@ async def resolve_one(request: web.Request) -> web.Response:
     """``GET /v1/resolve?lat=&long=&concern=``: one answer with its provenance."""
     lat, long = point(request)
     answer = await request.app[ANSWERER].answer(lat, long, query_value(request, "concern"))
-    return json_response(answer.to_dict(), headers=answer_headers(request, (answer,)))
+    body = answer.at(base_url(request)).to_dict()
+    return json_response(body, headers=answer_headers(request, (answer,)))
 
 
 async def resolve_batch(request: web.Request) -> web.Response:
@@ -49,11 +51,12 @@ async def resolve_batch(request: web.Request) -> web.Response:
 
     answerer = request.app[ANSWERER]
     answers = answerer.answer_rows(items, read_point)
+    base = base_url(request)
     return json_response(
         {
             "count": len(answers),
             "index_generation": answerer.resolver.index_generation,
-            "answers": [answer.to_dict() for answer in answers],
+            "answers": [(a.at(base) if isinstance(a, Answer) else a).to_dict() for a in answers],
         }
     )
 

@@ -105,7 +105,7 @@ async def geowebdns_service(request: web.Request) -> web.Response:
         results = [
             result
             for type_uri, concern in concerns.items()
-            if (result := _service_result(base, type_uri, answers[concern])) is not None
+            if (result := _service_result(base, type_uri, answers[concern].at(base))) is not None
         ]
         if len(bodies) >= SERVICE_BODIES_KEPT:
             bodies.clear()

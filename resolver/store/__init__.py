@@ -12,12 +12,13 @@ Async code calls the store through :func:`resolver.store.aio.in_thread`, never d
 
 from __future__ import annotations
 
+from resolver.store.adhoc import AdhocStore
 from resolver.store.challenges import ChallengeStore
 from resolver.store.entries import EntryStore
 from resolver.store.mirrors import MirrorStore
 
 
-class Store(ChallengeStore, EntryStore, MirrorStore):
+class Store(AdhocStore, ChallengeStore, EntryStore, MirrorStore):
     """Jurisdictions and everything kept with them, in a database. Open with ``Store(db)``, close
     with :meth:`close` (or use it as a context manager)."""
 

@@ -104,7 +104,7 @@ class StoreHttpCache:
         await in_thread(self.remove, url)
 
     def read(self, url: str) -> Fetched | None:
-        from discovery.fetch import Fetched
+        from discovery.fetch import Fetched  # aiohttp: loaded by cache users, not every store user
 
         with Session(self.store.engine) as session:
             row = session.get(HttpCacheRow, url)
@@ -208,7 +208,7 @@ class StoreDnsCache:
         await in_thread(self.remove, key)
 
     def read(self, key: tuple[str, str]) -> DnsAnswer | None:
-        from discovery.dns_lookup import DnsAnswer
+        from discovery.dns_lookup import DnsAnswer  # dnspython: loaded by cache users only
 
         try:
             with Session(self.store.engine) as session:

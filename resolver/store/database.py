@@ -67,6 +67,7 @@ TABLE_MODULES = (
     "resolver.store.mirrors",
     "resolver.store.caches",
     "resolver.store.challenges",
+    "resolver.store.adhoc",
 )
 
 log = logging.getLogger(__name__)
