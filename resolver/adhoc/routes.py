@@ -225,7 +225,7 @@ async def post_request(request: web.Request) -> web.Response:
         "private": {**new.private, "device_id": new.device_id, "account_id": new.account_id},
     }
     stored = await in_thread(_store(request).add_adhoc_request, values)
-    notice = "Held by the ad hoc service; forwarded to the responsible city once one covers it."
+    notice = "Held by the ad hoc service: no jurisdiction known here takes it yet."
     return _answer(
         request,
         "created",
