@@ -275,9 +275,8 @@ def markdown(r: dict[str, Any]) -> str:
         + ", ".join(f"{x:.2f}" for x in r["load_average_start"])
         + "; at end: "
         + ", ".join(f"{x:.2f}" for x in r["load_average_end"])
-        + ". The machine is shared (other engineers run tests and benchmarks on it), so "
-        "figures carry noise from their work; each comparison interleaves ours and the "
-        "baseline to spread it evenly.",
+        + ". A load above the core count means other work shared the machine: each "
+        "comparison interleaves ours and the baseline to spread that noise evenly.",
         "",
         "## Targets",
         "",
