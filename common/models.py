@@ -45,7 +45,9 @@ class Provenance:
     expires: str | None = None
     note: str | None = None
     #: DNS facts, so a client can tell how fresh and how trustworthy each one is: the TTL left
-    #: when answered, in seconds; ``stale``: served from cache because DNS failed (RFC 8767);
+    #: when answered, in seconds; ``stale``: the fact stands in for one an upstream failed to give
+    #: just now (a cached DNS answer served after a failure, RFC 8767; a stored copy served while
+    #: a city is down; a failed refresh; DNS or a registry zone that could not be read);
     #: ``verified``: the domain's own record agrees with the registry; ``authenticated``: the
     #: answer had the DNSSEC AD flag from a validating resolver.
     ttl: int | None = None

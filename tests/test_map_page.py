@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from playwright.async_api import async_playwright
 
 from resolver.config import Settings
 from resolver.http.app import create_app
@@ -44,10 +45,6 @@ def _unavailable(why: str) -> None:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        _unavailable("Playwright is not installed (pip install -e '.[test]')")
     if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     async with async_playwright() as playwright:

@@ -373,7 +373,6 @@ def _closed_port() -> int:
 
 
 def test_a_server_that_is_not_there_is_one_clear_line() -> None:
-    pytest.importorskip("psycopg")
     port = _closed_port()
     url = f"postgresql://geoweb:secret@127.0.0.1:{port}/registry"
     with pytest.raises(StoreError) as caught:

@@ -114,7 +114,7 @@ def unreachable(jurisdiction: Jurisdiction, reason: str, reference: str) -> Juri
     """The jurisdiction when DNS failed with nothing cached: its registry facts kept, marked
     unverified with the reason (an answer from the registry beats no answer)."""
     note = f"DNS failed and nothing is cached ({reason}); registry facts unverified"
-    fact = Provenance("dns_record", "dns", reference, note=note, verified=False)
+    fact = Provenance("dns_record", "dns", reference, note=note, stale=True, verified=False)
     return with_dns_facts(jurisdiction, fact)
 
 

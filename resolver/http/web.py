@@ -54,22 +54,12 @@ NO_STORE_ROUTES = frozenset({"/healthz", "/metrics", "/v1/registry/status"})
 #: Writes other than GET/HEAD that any allowed origin may still make (batch answers are reads).
 PUBLIC_POSTS = frozenset({"/v1/resolve"})
 _READS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
-#: How the sources' notes say a fact stands in for a failed upstream (resolver/sources/
-#: discovery.py, resolver/core/attestation.py, resolver/sources/dns_registry.py).
-_FAILED_NOTES = ("refresh failed: ", "DNS failed")
-_FAILED_WORDS = ("stale copy served", "could not be read")
 
 
 def upstream_failed(fact: Provenance) -> bool:
-    """Whether a fact stands in for one the outside world failed to give just now: a stale DNS
-    answer, a stored copy served because the city was down, a failed refresh, DNS or a registry
-    zone that could not be read. An answer resting on such a fact is right for now only."""
-    if fact.stale:
-        return True
-    note = fact.note
-    if not note:
-        return False
-    return note.startswith(_FAILED_NOTES) or any(word in note for word in _FAILED_WORDS)
+    """Whether a fact stands in for one the outside world failed to give just now (its source
+    marks it ``stale``): an answer resting on such a fact is right for now only."""
+    return bool(fact.stale)
 
 
 def _epoch(text: str) -> float | None:

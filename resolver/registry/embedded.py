@@ -52,11 +52,20 @@ class EmbeddedLayer:
 def read_layer(path: Path) -> EmbeddedLayer:
     """The layer a registry file describes; :class:`RegistryError` when it has no release."""
     with path.open(encoding="utf-8") as f:
-        document = json.load(f)
+        return _layer(path, json.load(f))
+
+
+def _release(path: Path, document: dict[str, Any]) -> tuple[str, str]:
+    """The (version, released) a registry document names."""
     meta = document.get("registry") or {}
     version, released = meta.get("version"), meta.get("released")
     if not isinstance(version, str) or not isinstance(released, str):
         raise RegistryError(f"{path} names no release (registry.version and registry.released)")
+    return version, released
+
+
+def _layer(path: Path, document: dict[str, Any]) -> EmbeddedLayer:
+    version, released = _release(path, document)
     origin = EMBEDDED_ORIGIN + version
     entries = tuple(
         replace(j, origin=origin, version=1, updated=released, expires=None, attested=False)
@@ -66,22 +75,34 @@ def read_layer(path: Path) -> EmbeddedLayer:
 
 
 @cache
+def _embedded_document() -> dict[str, Any]:
+    with embedded_registry_path().open(encoding="utf-8") as f:
+        document: dict[str, Any] = json.load(f)
+    return document
+
+
+def embedded_version() -> str:
+    """The release of the registry shipped with this package, without building its entries."""
+    return _release(embedded_registry_path(), _embedded_document())[0]
+
+
+@cache
 def embedded_layer() -> EmbeddedLayer:
     """The layer of the registry shipped with this package (read once per process)."""
-    return read_layer(embedded_registry_path())
+    return _layer(embedded_registry_path(), _embedded_document())
 
 
 def sync_embedded(
     store: Store, *, enabled: bool = True, layer: EmbeddedLayer | None = None
 ) -> ApplyReport | None:
     """Bring the store's embedded layer to ``layer`` (default: this package's), or remove it
-    when not ``enabled``; ``None`` when the store already holds what is asked (the usual case,
-    one read)."""
-    layer = layer or embedded_layer()
-    wanted = layer.version if enabled else None
+    when not ``enabled``; ``None`` when the store already holds what is asked (the usual case:
+    one read, and the layer's entries are not built)."""
+    wanted = (layer.version if layer else embedded_version()) if enabled else None
     if store.layer_version(EMBEDDED) == wanted:
         return None
-    return store.apply_layer(EMBEDDED, wanted, layer.entries if enabled else ())
+    entries = (layer or embedded_layer()).entries if enabled else ()
+    return store.apply_layer(EMBEDDED, wanted, entries)
 
 
 def open_store(settings: Settings) -> Store:
@@ -145,6 +166,7 @@ __all__ = [
     "EmbeddedLayer",
     "describe_layers",
     "embedded_layer",
+    "embedded_version",
     "layer_of",
     "layers",
     "open_store",

@@ -155,6 +155,7 @@ class DiscoverySource:
                 retrieved=iso(now),
                 expires=iso(now + self.retry_after),
                 note=_FAILED + reason,
+                stale=True,
             )
             read = attempt.read
             kept = tuple(p for p in read.provenance if not (p.note or "").startswith(_FAILED))
@@ -194,6 +195,7 @@ class DiscoverySource:
             retrieved=iso(fetched.fetched_at),
             expires=iso(expires),
             note="; ".join(notes) or None,
+            stale=True if fetched.stale else None,
         )
 
     async def _refresh(self, attempt: _Attempt) -> Jurisdiction:

@@ -86,6 +86,8 @@ class _Candidate:
     record: Open311Record | None
     jurisdiction: Jurisdiction | None
     why_skipped: str | None = None
+    #: skipped because its facts could not be read (not because it publishes nothing usable)
+    failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,13 +216,12 @@ class DnsDiscovery:
         ]
         for candidate in found:
             if candidate.why_skipped:
-                facts.append(
-                    cell_facts.make(
-                        "skipped_candidate",
-                        f"{candidate.domain}: {candidate.why_skipped}",
-                        verified=False,
-                    )
+                skipped = cell_facts.make(
+                    "skipped_candidate",
+                    f"{candidate.domain}: {candidate.why_skipped}",
+                    verified=False,
                 )
+                facts.append(replace(skipped, stale=True) if candidate.failed else skipped)
         chosen = answer.jurisdiction
         local_chosen = local.jurisdiction if local is not None else None
         if chosen is not None and local_chosen is not None and local_chosen.id == chosen.id:
@@ -267,7 +268,7 @@ class DnsDiscovery:
         except Exception as error:  # one domain's fault stays with that domain
             log.warning("DNS candidate %s skipped", domain, exc_info=True)
             why = f"its facts could not be read ({type(error).__name__}: {str(error)[:200]})"
-            return _Candidate(domain, answer, None, None, why)
+            return _Candidate(domain, answer, None, None, why, failed=True)
         if candidate.record is None or candidate.jurisdiction is not None:
             self._remember(self._candidates, key, candidate, self._max_boundaries)
         return candidate
@@ -410,7 +411,12 @@ class DnsRegistryAnswerer(Answerer):
                 "answered from the local registry only"
             )
             fact = Provenance(
-                "candidates", "dns", f"_cells.{self.discovery.zone}", note=note, verified=False
+                "candidates",
+                "dns",
+                f"_cells.{self.discovery.zone}",
+                note=note,
+                stale=True,
+                verified=False,
             )
             log.warning("DNS discovery for %s,%s failed: %s", lat, long, why)
             return _with_facts(local, fact)

@@ -682,49 +682,38 @@ def _read_all(session: Session) -> list[Jurisdiction]:
     boundaries = shapely.from_wkb(wkbs).tolist() if len(rows) else []
     out = []
     for row, boundary in zip(rows, boundaries, strict=True):
-        (id_, name, _, generation, domain, jid, discovery, origin, version, updated, expires,
-         attested, endpoints, services, provenance, notes) = row  # fmt: skip
-        services = _json(services)
-        out.append(
-            Jurisdiction(
-                id=id_,
-                name=name,
-                boundary=boundary,
-                boundary_generation=generation,
-                domain=domain,
-                jurisdiction_id=jid,
-                discovery_url=discovery,
-                endpoints=tuple(Endpoint.from_dict(e) for e in _json(endpoints)),
-                services=None
-                if services is None
-                else tuple(Service.from_dict(s) for s in services),
-                provenance=tuple(Provenance(**p) for p in _json(provenance)),
-                notes=tuple(_json(notes)),
-                origin=origin,
-                version=version,
-                updated=updated,
-                expires=expires,
-                attested=bool(attested),
-            )
-        )
+        endpoints, services, provenance, notes = (_json(value) for value in row[-4:])
+        out.append(_jurisdiction(row, boundary, endpoints, services, provenance, notes))
     return out
 
 
 def _to_model(row: JurisdictionRow) -> Jurisdiction:
+    boundary = shapely.from_wkb(row.boundary_wkb) if row.boundary_wkb is not None else None
+    return _jurisdiction(row, boundary, row.endpoints, row.services, row.provenance, row.notes)
+
+
+def _jurisdiction(
+    row: Any,
+    boundary: Any,
+    endpoints: list[dict[str, Any]],
+    services: list[dict[str, Any]] | None,
+    provenance: list[dict[str, Any]],
+    notes: list[str],
+) -> Jurisdiction:
+    """A stored entry as a model, from a row of either read (the ORM's, or the plain columns of
+    :func:`_read_all`, which name the same fields) and its boundary and JSON columns decoded."""
     return Jurisdiction(
         id=row.id,
         name=row.name,
-        boundary=shapely.from_wkb(row.boundary_wkb) if row.boundary_wkb is not None else None,
+        boundary=boundary,
         boundary_generation=row.boundary_generation,
         domain=row.domain,
         jurisdiction_id=row.jurisdiction_id,
         discovery_url=row.discovery_url,
-        endpoints=tuple(Endpoint.from_dict(e) for e in row.endpoints),
-        services=None
-        if row.services is None
-        else tuple(Service.from_dict(s) for s in row.services),
-        provenance=tuple(Provenance(**p) for p in row.provenance),
-        notes=tuple(row.notes),
+        endpoints=tuple(Endpoint.from_dict(e) for e in endpoints),
+        services=None if services is None else tuple(Service.from_dict(s) for s in services),
+        provenance=tuple(Provenance(**p) for p in provenance),
+        notes=tuple(notes),
         origin=row.origin,
         version=row.version,
         updated=row.origin_updated,
