@@ -23,6 +23,10 @@ revalidated; stored ``ETag``/``Last-Modified`` validators make the next request 
 a stored response up to ``stale_if_error`` seconds past its freshness is served marked ``stale``
 with the reason (RFC 5861's stale-if-error, applied by default).
 
+:meth:`Fetcher.post` sends a form (a GeoReport v2 service request) under the same guard and bounds,
+never cached and never redirected, and its errors say whether anything was written: a request
+that may have reached the server must not be sent again blindly.
+
 Use :func:`make_session` for the :class:`aiohttp.ClientSession` a :class:`Fetcher` gets: a plain
 session has no address guard, and the fetcher refuses it.
 """
@@ -34,10 +38,11 @@ import email.utils
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -67,6 +72,15 @@ class FetchError(GeoWebError):
 
     def __init__(self, url: str, reason: str, **fields: Any) -> None:
         super().__init__(f"cannot fetch {url}: {reason}", url=url, reason=reason, **fields)
+
+
+class PostNotSent(FetchError):
+    """A POST failed before any of it was written: the server cannot have it."""
+
+
+class PostMaybeSent(FetchError):
+    """A POST failed after its request was (being) written: the server may have it.
+    ``http_status`` is set when its answer's status line arrived."""
 
 
 class AddressRefused(OSError):
@@ -115,6 +129,22 @@ class Fetched:
 
     def fresh(self, now: float) -> bool:
         return self.expires_at is not None and now < self.expires_at
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The answer to a POST, whatever its status (the caller reads 4xx and 5xx bodies too);
+    ``location`` is a redirect's target, never followed."""
+
+    url: str
+    status: int
+    content_type: str
+    body: bytes
+    location: str | None = None
+
+    @property
+    def media_type(self) -> str:
+        return media_type(self.content_type)
 
 
 class HttpCache(Protocol):
@@ -241,8 +271,37 @@ def make_session(
         sock_connect=limits.connect_timeout,
     )
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trust_env=False, auto_decompress=True
+        connector=connector,
+        timeout=timeout,
+        trust_env=False,
+        auto_decompress=True,
+        trace_configs=[WriteTrace()],
     )
+
+
+class _Written:
+    """Set by :class:`WriteTrace` when a request's writing starts."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = False
+
+
+async def _writing(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    mark = context.trace_request_ctx
+    if isinstance(mark, _Written):
+        mark.started = True
+
+
+class WriteTrace(aiohttp.TraceConfig):
+    """Marks the moment a request's headers are handed to the writer (aiohttp signals it just
+    before they are buffered), so a failed POST can say whether any of it was written: before
+    the mark, the server cannot have it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_request_headers_sent.append(_writing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +395,9 @@ class Fetcher:
         if set(self.policy.allow_networks) != set(connector.policy.allow_networks):
             raise ValueError("the session's allow-listed networks differ from the fetcher's")
         self.session = session
+        #: Whether the session marks when writing starts (:func:`make_session`'s do); without it,
+        #: a POST that failed after connecting counts as possibly sent.
+        self.traced = any(isinstance(t, WriteTrace) for t in session.trace_configs)
         self.limits = limits
         self.cache = cache
         self.clock = clock
@@ -449,6 +511,77 @@ class Fetcher:
                 raise FetchError(origin, f"{type(exc).__name__}: {exc}") from None
             except OSError as exc:
                 raise FetchError(origin, f"{type(exc).__name__}: {exc}") from None
+
+    async def post(
+        self,
+        url: str,
+        form: Mapping[str, str | Sequence[str]],
+        *,
+        accept: Sequence[str] = (),
+    ) -> Posted:
+        """POST ``form`` form-encoded (UTF-8) to ``url``, under the guard and the fetch limits;
+        the answer whatever its status, redirects included (never followed: a POST is not
+        re-sent anywhere). :class:`PostNotSent` when it failed before any of it was written (the
+        address refused, the name not resolving, no connection, the connect timeout);
+        :class:`PostMaybeSent` when it failed after (cut, timed out, an unreadable answer)."""
+        pairs = [
+            (name, value)
+            for name, values in form.items()
+            for value in ([values] if isinstance(values, str) else values)
+        ]
+        body = urlencode(pairs).encode("ascii")
+        headers = {
+            "User-Agent": self.user_agent,
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+        }
+        if accept:
+            headers["Accept"] = ", ".join(accept)
+        try:
+            self._check_url(url, url)
+        except FetchError as error:
+            raise PostNotSent(url, error.reason, limit=error.fields.get("limit")) from None
+        written = _Written()
+        status: int | None = None
+        try:
+            async with asyncio.timeout(self.limits.total_timeout):
+                async with self.session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    trace_request_ctx=written,
+                ) as response:
+                    status = response.status
+                    self._check_peer(url, response)
+                    content = await self._read(url, response)
+                    return Posted(
+                        url=url,
+                        status=response.status,
+                        content_type=response.headers.get("Content-Type", ""),
+                        body=content,
+                        location=response.headers.get("Location"),
+                    )
+        except AddressRefused as exc:
+            raise PostNotSent(url, str(exc), limit="address") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise PostNotSent(url, _connect_reason(exc), limit=_connect_limit(exc)) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise PostNotSent(
+                url,
+                f"no connection within {self.limits.connect_timeout:g} s",
+                limit="connect_timeout",
+            ) from None
+        except (TimeoutError, aiohttp.ClientError, OSError, FetchError) as exc:
+            if isinstance(exc, TimeoutError):
+                reason = f"no complete answer within {self.limits.total_timeout:g} s"
+            elif isinstance(exc, FetchError):
+                reason = exc.reason
+            else:
+                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if self.traced and not written.started:
+                raise PostNotSent(url, f"{reason} (before anything was sent)") from None
+            when = "after the request was sent" if self.traced else "the request may have been sent"
+            raise PostMaybeSent(url, f"{reason} ({when})", http_status=status) from None
 
     def _check_url(self, origin: str, url: str) -> None:
         parts = urlsplit(url)
@@ -582,5 +715,9 @@ __all__ = [
     "GuardedConnector",
     "HttpCache",
     "MemoryHttpCache",
+    "PostMaybeSent",
+    "PostNotSent",
+    "Posted",
+    "WriteTrace",
     "make_session",
 ]

@@ -219,6 +219,31 @@ class Settings:
     adhoc_posts_per_minute: int = setting(
         30, "POSTs to the ad hoc service one client address may make a minute (then 429).", low=1
     )
+    adhoc_forward: bool = setting(
+        True,
+        "Forward each held ad hoc request, once, to the jurisdiction that later covers its point "
+        "and offers a matching service (after an import, a registration, a mirror sync or a "
+        "discovery refresh), and poll the city's status back.",
+    )
+    adhoc_forward_keys: str | None = setting(
+        None,
+        "YAML or JSON file mapping a GeoReport v2 endpoint URL (or a jurisdiction id) to the API "
+        "key this operator was given for it; forwarded requests carry it as api_key.",
+        metavar="FILE",
+    )
+    adhoc_retry: float = setting(
+        60.0,
+        "Seconds before a forward that failed (the city unreachable or answering 5xx) is tried "
+        "again; doubled on each failure, up to 6 hours.",
+        low=0.1,
+        high=86_400,
+    )
+    adhoc_poll: float = setting(
+        900.0,
+        "Seconds between reads of a forwarded request's status from the city, until it is closed.",
+        low=1,
+        high=7 * 86_400,
+    )
     max_batch_points: int = setting(
         50_000, "Most points accepted by one POST /v1/resolve (larger batches get 413).", low=1
     )

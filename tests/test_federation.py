@@ -230,7 +230,7 @@ def test_a_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
             """
         )
     with Store(db) as store:
-        assert store.schema_version == 2 and store.serial == 2
+        assert store.schema_version == 3 and store.serial == 2
         entries = store.jurisdictions()
         assert [(j.id, j.origin, j.version) for j in entries] == [
             ("a", store.registry_id, 1),

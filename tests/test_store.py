@@ -226,7 +226,7 @@ def test_a_schema_1_store_is_migrated(store_url: str) -> None:
     finally:
         engine.dispose()
     with Store(store_url) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         registry_id = store.registry_id
         assert store.serial == 2
         entries = store.jurisdictions()

@@ -13,35 +13,7 @@ import yaml
 
 from common.errors import InvalidInput
 from common.models import Service
-
-#: The datatypes a GeoReport v2 service definition attribute may have.
-DATATYPES = frozenset({"string", "number", "datetime", "text", "singlevaluelist", "multivaluelist"})
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    """One attribute of a service definition."""
-
-    code: str
-    description: str
-    datatype: str = "string"
-    required: bool = False
-    variable: bool = True
-    order: int = 1
-    datatype_description: str = ""
-    values: tuple[tuple[str, str], ...] = ()  # (key, name) for the list datatypes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "variable": self.variable,
-            "code": self.code,
-            "datatype": self.datatype,
-            "required": self.required,
-            "datatype_description": self.datatype_description,
-            "order": self.order,
-            "description": self.description,
-            "values": [{"key": k, "name": n} for k, n in self.values],
-        }
+from discovery.georeport import DATATYPES, Attribute
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from discovery.georeport import InvalidAttributes, check_attributes, w3c_datetime
 from resolver.adhoc.catalogue import AdhocService
 
 #: The spec: "the default query should be the last 90 days" and "1000 requests" at most.
@@ -145,58 +145,20 @@ def _attributes(
         if name.startswith("attribute[") and name.endswith("]"):
             # multivaluelist values come as attribute[code][] (or repeated attribute[code]).
             code = name[len("attribute[") : -1].removesuffix("][")
-            given.setdefault(code, []).extend(v.strip() for v in values)
+            given.setdefault(code, []).extend(values)
     if len(given) > limits.max_attributes:
         raise GeoReportError(400, f"more than {limits.max_attributes} attributes")
-    defined = {a.code: a for a in service.attributes}
-    unknown = sorted(set(given) - set(defined))
-    if unknown:
-        raise GeoReportError(
-            400, f"service {service.service.service_code!r} has no attribute {unknown[0]!r}"
-        )
-    result: dict[str, str | list[str]] = {}
-    for attr in service.attributes:
-        values = [v for v in given.get(attr.code, ()) if v]
-        if not values:
-            if attr.required and attr.variable:
-                raise GeoReportError(400, f"attribute {attr.code!r} is required")
-            continue
-        if any(len(v) > limits.max_field for v in values):
-            raise GeoReportError(400, f"attribute {attr.code!r} is too long")
-        keys = {k for k, _ in attr.values}
-        if attr.datatype == "multivaluelist":
-            bad = [v for v in values if v not in keys]
-            if bad:
-                raise GeoReportError(400, f"attribute {attr.code!r}: {bad[0]!r} is not a value")
-            result[attr.code] = values
-            continue
-        value = values[-1]
-        if attr.datatype == "singlevaluelist" and value not in keys:
-            raise GeoReportError(
-                400, f"attribute {attr.code!r}: {value!r} is not one of {sorted(keys)}"
-            )
-        if attr.datatype == "number":
-            try:
-                if not math.isfinite(float(value)):
-                    raise ValueError
-            except ValueError:
-                raise GeoReportError(400, f"attribute {attr.code!r} must be a number") from None
-        if attr.datatype == "datetime":
-            parse_datetime(value, f"attribute {attr.code!r}")
-        result[attr.code] = value
-    return result
-
-
-#: The W3C date-time profile the spec names: a complete date, time to the second, and a zone.
-_W3C = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+    try:
+        return check_attributes(service.attributes, given, max_field=limits.max_field)
+    except InvalidAttributes as exc:
+        code = service.service.service_code
+        raise GeoReportError(400, f"service {code!r}: {exc.detail}") from None
 
 
 def parse_datetime(text: str, name: str) -> dt.datetime:
     """A W3C date-time with its zone (``2010-01-01T00:00:00Z``), as the spec's dates are."""
     try:
-        if not _W3C.fullmatch(text):
-            raise ValueError
-        return dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        return w3c_datetime(text)
     except ValueError:
         raise GeoReportError(400, f"{name} is not a W3C date-time: {text[:40]!r}") from None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -43,6 +43,8 @@ class AdhocConfig:
     posts_per_minute: int = 30
     #: This server's public base URL (``--public-url``); none: the URL the request came in on.
     public_url: str | None = None
+    #: Whether held requests are forwarded (``--adhoc-forward``), which the POST's notice says.
+    forwards: bool = False
 
 
 def config_from(settings: Settings) -> AdhocConfig:
@@ -54,10 +56,14 @@ def config_from(settings: Settings) -> AdhocConfig:
         public_url=settings.public_url,
         api_key=settings.adhoc_api_key,
         posts_per_minute=settings.adhoc_posts_per_minute,
+        forwards=settings.adhoc_forward,
     )
 
 
 ADHOC_CONFIG = web.AppKey("adhoc_config", AdhocConfig)
+#: Called after each request is kept (the forwarder looks at it at once: the point may be
+#: covered already, by a city that does not offer the concern the app asked about).
+NEW_REQUEST_LISTENERS = web.AppKey("adhoc_new_request_listeners", list[Callable[[], None]])
 _BUCKETS = web.AppKey("adhoc_buckets", dict)
 
 _FMT = "{fmt:json|xml}"
@@ -76,6 +82,7 @@ def add_routes(
     app[ADHOC_CONFIG] = config or AdhocConfig()
     app[_STORE_KEY] = store_key
     app[_BUCKETS] = {}
+    app[NEW_REQUEST_LISTENERS] = []
     r = app.router
     r.add_get(f"/adhoc/discovery.{_FMT}", discovery)
     r.add_get(f"/adhoc/v2/services.{_FMT}", list_services)
@@ -225,7 +232,11 @@ async def post_request(request: web.Request) -> web.Response:
         "private": {**new.private, "device_id": new.device_id, "account_id": new.account_id},
     }
     stored = await in_thread(_store(request).add_adhoc_request, values)
+    for listener in request.app[NEW_REQUEST_LISTENERS]:
+        listener()
     notice = "Held by the ad hoc service: no jurisdiction known here takes it yet."
+    if config.forwards:
+        notice += " It will be sent on, once, to the jurisdiction that comes to cover its point."
     return _answer(
         request,
         "created",
@@ -242,13 +253,25 @@ async def post_request(request: web.Request) -> web.Response:
 
 
 def request_dict(r: AdhocRequest) -> dict[str, Any]:
-    """A request as the public GETs show it: never the reporter's e-mail, phone or name."""
-    if r.forward_state == "forwarded" and r.forward_endpoint:
-        agency = f"forwarded to {r.forward_jurisdiction or r.forward_endpoint}"
-        if r.forward_id:
-            agency += f" as {r.forward_id}"
+    """A request as the public GETs show it: never the reporter's e-mail, phone or name.
+
+    Besides the spec's fields, ``forwarding`` says where it went: its state (docs/adhoc.md) and,
+    once forwarded, the city's endpoint, service_code, id (or token) and status as last read."""
+    forwarding: dict[str, Any] = {"state": r.forward_state}
+    if r.forward_state == "forwarded":
+        agency = r.forward_jurisdiction or r.forward_endpoint or ""
+        forwarding.update(
+            jurisdiction=r.forward_jurisdiction,
+            endpoint=r.forward_endpoint,
+            service_code=r.forward_service_code,
+            service_request_id=r.forward_id,
+            token=None if r.forward_id else r.forward_token,
+            status=r.forward_status,
+            status_notes=r.forward_status_notes,
+            forwarded_datetime=w3c(r.forward_done),
+        )
     else:
-        agency = "ad hoc service (held)"
+        agency = "ad hoc service"
     return {
         "service_request_id": r.id,
         "status": r.status,
@@ -267,6 +290,7 @@ def request_dict(r: AdhocRequest) -> dict[str, Any]:
         "lat": r.lat,
         "long": r.long,
         "media_url": r.media_url,
+        "forwarding": forwarding,
     }
 
 

@@ -17,10 +17,12 @@ from tqdm import tqdm
 from boundaries.reader import count_features
 from common.errors import GeoWebError, InvalidInput
 from common.models import Answer
+from resolver.cli import adhoc as cli_adhoc
 from resolver.cli import discovery as cli_discovery
 from resolver.cli import dns as cli_dns
 from resolver.cli import federation as cli_federation
 from resolver.cli import jurisdiction as cli_jurisdiction
+from resolver.cli import report as cli_report
 from resolver.cli.options import (
     CONTEXT_SETTINGS,
     boundary_file_options,
@@ -322,9 +324,11 @@ def jurisdictions(as_json: bool, db: str | None, embedded: bool) -> None:
 
 
 for register_commands in (
+    cli_adhoc.register_commands,
     cli_discovery.register_commands,
     cli_dns.register_commands,
     cli_federation.register_commands,
     cli_jurisdiction.register_commands,
+    cli_report.register_commands,
 ):
     register_commands(main)

@@ -58,6 +58,21 @@ def _all_found(concern_words: Sequence[str], target: Iterable[str]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceChoice:
+    """What :meth:`ServiceCatalog.choose` found: ``match`` when one service is best, else
+    ``None`` with the tied ``matches`` (ambiguous) or none at all (unmatched); ``why`` says
+    which, in words for an operator."""
+
+    match: ServiceMatch | None
+    matches: tuple[ServiceMatch, ...]
+    why: str
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.match is None and bool(self.matches)
+
+
+@dataclass(frozen=True, slots=True)
 class _IndexedService:
     service: Service
     code_folded: str
@@ -97,6 +112,25 @@ class ServiceCatalog:
                 found.append(ServiceMatch(entry.service, *result))
         found.sort(key=lambda m: (-m.score, m.service.service_name, m.service.service_code))
         return tuple(found)
+
+    def choose(self, concern: str) -> ServiceChoice:
+        """The one service to file a report about the concern under, or why there is none.
+
+        A report is filed under a service only when one match is strictly better than every
+        other: two services matching equally well (two "Street light" services of different
+        departments, or a concern naming only a group) are ``ambiguous``, and the caller keeps
+        the report rather than guess."""
+        matches = self.match(concern)
+        if not matches:
+            return ServiceChoice(None, (), f"no service matches {concern!r}")
+        best = matches[0]
+        tied = tuple(m for m in matches if m.score == best.score)
+        if len(tied) > 1:
+            codes = ", ".join(repr(m.service.service_code) for m in tied)
+            return ServiceChoice(
+                None, tied, f"{concern!r} matches {len(tied)} services equally: {codes}"
+            )
+        return ServiceChoice(best, matches, best.why)
 
     @staticmethod
     def _score(

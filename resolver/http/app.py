@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from resolver.adhoc import routes as adhoc_routes
+from resolver.adhoc.forwarder import load_keys, open_forwarder
 from resolver.config import Settings
 from resolver.http import (
     jurisdictions,
@@ -34,6 +35,8 @@ from resolver.http.keys import (
     ANSWERER,
     DISCOVERY,
     FETCHER,
+    FORWARD_KEYS,
+    FORWARDER,
     HTTP_SESSION,
     METRICS,
     PRELOADED,
@@ -43,6 +46,7 @@ from resolver.http.keys import (
     SERVICE_BODIES,
     SETTINGS,
     STORE,
+    WORKER,
 )
 from resolver.http.metrics import Metrics
 from resolver.http.operators import metrics_middleware
@@ -69,6 +73,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(runtime_ctx)
     app.cleanup_ctx.append(refresh_ctx)
     app.cleanup_ctx.append(registry.registry_ctx)
+    if settings.adhoc and settings.adhoc_forward:
+        keys = settings.adhoc_forward_keys
+        app[FORWARD_KEYS] = load_keys(keys) if keys else {}  # a bad file stops the start here
+        app.cleanup_ctx.append(forward_ctx)
     for routes in (service, resolve, jurisdictions, registry, registration, site, operators):
         routes.add_routes(app)
     if settings.adhoc:
@@ -79,8 +87,15 @@ def create_app(settings: Settings) -> web.Application:
 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the runtime (store, session, sources, answerer) at start-up; close it at shutdown."""
+    metrics = app[METRICS]
+
+    def refreshed(jurisdiction: str, ok: bool, reason: str | None, url: str | None) -> None:
+        metrics.refreshed(jurisdiction, ok, reason, url)
+        if ok and FORWARDER in app:  # new facts (a services list) may take a held request
+            app[FORWARDER].registry_changed()
+
     async with Runtime.open(
-        app[SETTINGS], on_refresh=app[METRICS].refreshed, preloaded=app.get(PRELOADED)
+        app[SETTINGS], on_refresh=refreshed, preloaded=app.get(PRELOADED)
     ) as runtime:
         app[RUNTIME] = runtime
         app[STORE] = runtime.store
@@ -101,6 +116,23 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         gc.collect()
         gc.freeze()
         yield
+
+
+async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Forward held ad hoc requests in the background (docs/adhoc.md), in the first worker only:
+    its claims are safe against other forwarders, but one is enough to poll the cities."""
+    task = None
+    if app.get(WORKER, (0, 1))[0] == 0:
+        forwarder = open_forwarder(app[RUNTIME], app[FORWARD_KEYS])
+        app[FORWARDER] = forwarder
+        app[REGISTRY].listeners.append(forwarder.registry_changed)
+        app[adhoc_routes.NEW_REQUEST_LISTENERS].append(forwarder.wake)
+        task = asyncio.create_task(forwarder.run())
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def refresh_ctx(app: web.Application) -> AsyncIterator[None]:

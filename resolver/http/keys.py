@@ -7,6 +7,7 @@ import aiohttp
 from aiohttp import web
 
 from discovery.fetch import Fetcher
+from resolver.adhoc.forwarder import Forwarder
 from resolver.config import Settings
 from resolver.http.metrics import Metrics
 from resolver.registry.follower import RegistryFollower
@@ -42,11 +43,17 @@ METRICS = web.AppKey("metrics", Metrics)
 PRELOADED = web.AppKey("preloaded", Preloaded)
 #: Which worker this process is, and of how many: (number from 0, count).
 WORKER = web.AppKey("worker", tuple[int, int])
+#: The operator's API keys for forwarding (read before start-up), and the forwarder itself,
+#: present in one worker only (``geoweb serve --no-adhoc-forward``: in none).
+FORWARD_KEYS = web.AppKey("forward_keys", dict[str, str])
+FORWARDER = web.AppKey("forwarder", Forwarder)
 
 __all__ = [
     "ANSWERER",
     "DISCOVERY",
     "FETCHER",
+    "FORWARDER",
+    "FORWARD_KEYS",
     "HTTP_SESSION",
     "METRICS",
     "PRELOADED",

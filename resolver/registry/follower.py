@@ -47,6 +47,9 @@ class RegistryFollower:
     #: Checks a mirrored entry's attestation claim against the domain's own DNS (none: no claim
     #: counts).
     attest: Callable[[Any], Awaitable[bool]] | None = None
+    #: Called after each catch-up that changed what is answered (the ad hoc forwarder looks at
+    #: its held requests again).
+    listeners: list[Callable[[], None]] = field(default_factory=list)
 
     async def catch_up(self) -> int:
         """Take the store's changes since the last catch-up; returns how many entries changed."""
@@ -72,6 +75,8 @@ class RegistryFollower:
             removed |= {j.id for j in held if full or j.expired(now)} - {j.id for j in live}
             if live or removed:
                 await self.answerer.update(live, sorted(removed))
+                for listener in self.listeners:
+                    listener()
             if full:
                 log.info(
                     "answering from the store: %d jurisdictions at serial %d", len(live), serial

@@ -58,7 +58,7 @@ from resolver.core.federation import timestamp
 from resolver.store.schema import Base
 
 #: The schema this code reads and writes. Bump it, and add a step to ``_MIGRATIONS``, on any change.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The modules that declare the store's tables, each on :class:`Base`. All are imported before
 #: the schema is created or checked; a new feature module adds its name here.
@@ -412,5 +412,24 @@ def _recompute_generations(session: Session) -> bool:
     return True
 
 
+def _migrate_2_to_3(session: Session) -> None:
+    """Schema 3 (ad hoc forwarding): what the forwarder records of each attempt and of the
+    city's answer. A store made at schema 2 before the ad hoc table existed got the table whole
+    from ``create_all``, so only the columns missing are added."""
+    connection = session.connection()
+    have = {c["name"] for c in inspect(connection).get_columns("adhoc_requests")}
+    when = "TIMESTAMP WITH TIME ZONE" if connection.dialect.name == "postgresql" else "DATETIME"
+    for column, kind in (
+        ("forward_token", "VARCHAR(200)"),
+        ("forward_status", "VARCHAR(20)"),
+        ("forward_status_notes", "TEXT"),
+        ("forward_next", when),
+        ("forward_sent", when),
+        ("forward_done", when),
+    ):
+        if column not in have:
+            session.execute(text(f"ALTER TABLE adhoc_requests ADD COLUMN {column} {kind}"))
+
+
 #: ``_MIGRATIONS[n]`` brings a store from schema ``n`` to ``n + 1``.
-_MIGRATIONS = {1: _migrate_1_to_2}
+_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
