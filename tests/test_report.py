@@ -245,3 +245,32 @@ async def test_answers_are_kept_until_they_expire_and_no_store_ones_not_at_all(
         await client.resolve(10, -30, "nostore")
         assert len(hits) == 6  # no-store: never kept
     assert hits[0] == "lat=10.0&long=-30.0&concern=pothole"
+
+
+async def test_the_ad_hoc_services_own_required_attribute_is_asked_for_before_sending(
+    tmp_path: Path, aiohttp_server: ServerFactory
+) -> None:
+    """An operator's ad hoc catalogue with a required attribute: `geoweb report` refuses, naming
+    it, before anything is sent; given, the report is held with it."""
+    catalogue = tmp_path / "services.yaml"
+    catalogue.write_text(
+        "- service_code: tree\n  service_name: Fallen tree\n  keywords: [tree, Baum]\n"
+        "  attributes:\n  - {code: size, datatype: singlevaluelist, required: true,"
+        " values: [{key: s, name: Small}, {key: l, name: Large}]}\n"
+    )
+    settings = Settings(
+        db=str(tmp_path / "adhoc.sqlite"), embedded=False, adhoc_services=str(catalogue)
+    )
+    server = await aiohttp_server(create_app(settings))
+    base = str(server.make_url("")).rstrip("/")
+    where = [*_at(NOWHERE, "Baum"), "--resolver", base, "--description", "Across the road"]
+    missing = await _report(*where)
+    assert missing.exit_code == 2 and "attribute 'size' is required" in missing.output
+    with Store(tmp_path / "adhoc.sqlite") as store:
+        assert store.adhoc_requests(start=None) == []
+    filed = await _report(*where, "--attribute", "size=l", "--json")
+    assert filed.exit_code == 0, filed.output
+    request_id = json.loads(filed.output)["service_request_id"]
+    with Store(tmp_path / "adhoc.sqlite") as store:
+        held = store.adhoc_request(request_id)
+    assert held is not None and held.service_code == "tree" and held.attributes == {"size": "l"}
