@@ -562,11 +562,15 @@ def test_show_and_cancel_and_what_cannot_be_cancelled(tmp_path: Path) -> None:
     runner = CliRunner()
     shown = runner.invoke(main, ["adhoc", "show", held.id, "--json", "--db", str(db)])
     assert json.loads(shown.output)["private"]["email"] == "ana@example.org"
-    result = runner.invoke(main, ["adhoc", "cancel", held.id, "--db", str(db)])
-    assert result.exit_code == 0 and _state(db, held.id).forward_state == "cancelled"
+    result = runner.invoke(main, ["adhoc", "cancel", done.id, held.id, "--json", "--db", str(db)])
+    assert result.exit_code == 2 and "1 request could not be cancelled" in result.output
+    outcomes = json.loads(result.output[: result.output.rindex("]") + 1])
+    assert [(o["id"], o["state"]) for o in outcomes] == [
+        (done.id, "forwarded"),
+        (held.id, "cancelled"),
+    ]
+    assert _state(db, held.id).forward_state == "cancelled"
     assert _state(db, held.id).status == "closed"
-    result = runner.invoke(main, ["adhoc", "cancel", done.id, "--db", str(db)])
-    assert result.exit_code == 2 and "forwarded: it cannot be cancelled" in result.output
     result = runner.invoke(main, ["adhoc", "show", "adhoc-nope", "--db", str(db)])
     assert result.exit_code == 2 and "no ad hoc request" in result.output
 

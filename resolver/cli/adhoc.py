@@ -186,10 +186,13 @@ async def _record_filed(forwarder: Forwarder, request_id: str, city_id: str) -> 
 @adhoc.command("cancel")
 @click.argument("request_ids", nargs=-1, required=True)
 @click.option("--reason", default="cancelled by the operator", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @db_option
-def adhoc_cancel(request_ids: tuple[str, ...], reason: str, db: str | None) -> None:
+def adhoc_cancel(request_ids: tuple[str, ...], reason: str, as_json: bool, db: str | None) -> None:
     """Stop forwarding these requests and close them (a request being sent, or already with a
-    city, cannot be cancelled here)."""
+    city, cannot be cancelled here). Each is cancelled on its own: one that cannot be leaves
+    the others cancelled, and the exit status is 2."""
+    outcomes: list[Outcome] = []
     with Store(Settings(db=db).db_path) as store:
         for request_id in request_ids:
             moved = store.adhoc_transition(
@@ -201,11 +204,20 @@ def adhoc_cancel(request_ids: tuple[str, ...], reason: str, db: str | None) -> N
                 forward_note=reason,
                 forward_next=None,
             )
-            if moved is None:
-                found = store.adhoc_request(request_id)
-                state = found.forward_state if found else "unknown"
-                raise InvalidInput(f"{request_id} is {state}: it cannot be cancelled")
-            click.echo(f"{request_id}  cancelled")
+            if moved is not None:
+                outcomes.append(Outcome(request_id, "cancelled", reason))
+                continue
+            found = store.adhoc_request(request_id)
+            state = found.forward_state if found else "unknown"
+            outcomes.append(Outcome(request_id, state, f"{state}: it cannot be cancelled"))
+    if as_json:
+        _print_json([o.to_dict() for o in outcomes])
+    else:
+        for o in outcomes:
+            click.echo(f"{o.request_id}  {o.note if o.state != 'cancelled' else 'cancelled'}")
+    failed = [o for o in outcomes if o.state != "cancelled"]
+    if failed:
+        raise InvalidInput(f"{plural(len(failed), 'request')} could not be cancelled")
 
 
 def register_commands(group: click.Group) -> None:
