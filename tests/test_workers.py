@@ -110,6 +110,11 @@ def test_both_workers_answer_and_follow_an_import(served: Served, tmp_path: Path
     assert len(workers) == 2, "one worker answered every one of 400 connections"
     assert {w["worker"]["number"] for w in workers.values()} == {0, 1}
     assert all(w["worker"]["of"] == 2 for w in workers.values())
+    # The refresh, mirror syncs and forwarding run once, in worker 0.
+    assert {w["worker"]["number"]: w["worker"]["background"] for w in workers.values()} == {
+        0: True,
+        1: False,
+    }
     assert served.process.pid not in workers  # the parent only supervises
     point = "lat=10.5&long=10.5&type=http%3A%2F%2Fns.geowebdns.org%2F311%2Fjurisdiction"
     assert _get(f"{served.base}/service?{point}")["results"][0]["jurisdiction"] == "alpha"

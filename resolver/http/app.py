@@ -46,7 +46,7 @@ from resolver.http.keys import (
     SERVICE_BODIES,
     SETTINGS,
     STORE,
-    WORKER,
+    first_worker,
 )
 from resolver.http.metrics import Metrics
 from resolver.http.operators import metrics_middleware
@@ -122,7 +122,7 @@ async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
     """Forward held ad hoc requests in the background (docs/adhoc.md), in the first worker only:
     its claims are safe against other forwarders, but one is enough to poll the cities."""
     task = None
-    if app.get(WORKER, (0, 1))[0] == 0:
+    if first_worker(app):
         forwarder = open_forwarder(app[RUNTIME], app[FORWARD_KEYS])
         app[FORWARDER] = forwarder
         app[REGISTRY].listeners.append(forwarder.registry_changed)
@@ -136,11 +136,12 @@ async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def refresh_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Refresh discovery facts in the background (when enabled): every ``refresh_interval``
-    seconds (plus up to ``refresh_jitter``), the jurisdictions whose facts expired,
-    ``refresh_concurrency`` at a time, each after a random delay of up to ``refresh_jitter``."""
+    """Refresh discovery facts in the background (when enabled; in the first worker): every
+    ``refresh_interval`` seconds (plus up to ``refresh_jitter``), the jurisdictions whose facts
+    expired, ``refresh_concurrency`` at a time, each after a random delay of up to
+    ``refresh_jitter``."""
     task = None
-    if DISCOVERY in app:
+    if DISCOVERY in app and first_worker(app):
         task = asyncio.create_task(_refresh_loop(app))
     yield
     if task is not None:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from boundaries.kml import placemark_document
 from resolver.http.errors import json_response
-from resolver.http.keys import ANSWERER, DISCOVERY, REGISTRY, STORE, WORKER
+from resolver.http.keys import ANSWERER, DISCOVERY, REGISTRY, STORE, WORKER, first_worker
 from resolver.http.params import base_url, int_param
 from resolver.registry.documents import jurisdiction_to_feature
 from resolver.registry.embedded import layers
@@ -111,7 +111,13 @@ async def healthz(request: web.Request) -> web.Response:
             "registry": request.app[REGISTRY].source,
             "layers": layers(list(resolver.jurisdictions), registry_id),
             "index_generation": resolver.index_generation,
-            # Each worker of `geoweb serve --workers` answers for itself: which one this was.
-            "worker": {"pid": os.getpid(), "number": number, "of": count},
+            # Each worker of `geoweb serve --workers` answers for itself: which one this was, and
+            # whether it runs the background work (refresh, mirror syncs, forwarding).
+            "worker": {
+                "pid": os.getpid(),
+                "number": number,
+                "of": count,
+                "background": first_worker(request.app),
+            },
         }
     )

@@ -48,6 +48,14 @@ WORKER = web.AppKey("worker", tuple[int, int])
 FORWARD_KEYS = web.AppKey("forward_keys", dict[str, str])
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
+
+def first_worker(app: web.Application) -> bool:
+    """Whether this process runs the background work one server needs once, however many
+    workers answer: the discovery refresh (the others read what it fetched from the store's HTTP
+    cache when they answer), mirror syncs (the others follow the store) and forwarding."""
+    return app.get(WORKER, (0, 1))[0] == 0
+
+
 __all__ = [
     "ANSWERER",
     "DISCOVERY",
@@ -65,4 +73,5 @@ __all__ = [
     "SETTINGS",
     "STORE",
     "WORKER",
+    "first_worker",
 ]

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from common.errors import InvalidInput
 from resolver.http.errors import json_response
-from resolver.http.keys import REGISTRY
+from resolver.http.keys import REGISTRY, first_worker
 from resolver.http.params import query_value
 from resolver.registry.documents import REGISTRY_FORMAT, jurisdiction_to_feature, registry_document
 from resolver.registry.embedded import layers
@@ -144,11 +144,11 @@ async def registry_status(request: web.Request) -> web.Response:
 
 
 async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Follow the store, and sync the mirrored upstreams, in two background tasks: the follower
-    never waits for a sync."""
+    """Follow the store, and sync the mirrored upstreams (in the first worker), in two background
+    tasks: the follower never waits for a sync."""
     follower = app[REGISTRY]
     tasks = [asyncio.create_task(follow_store(follower))]
-    if follower.mirror_interval > 0:
+    if follower.mirror_interval > 0 and first_worker(app):
         tasks.append(asyncio.create_task(sync_mirrors(follower)))
     yield
     for task in tasks:

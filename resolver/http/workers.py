@@ -5,7 +5,8 @@ are forked: they share the index's memory copy-on-write (the numpy arrays and GE
 never written to, and the parent's objects are frozen out of the collector's way), and port 0
 means one port for all. The kernel hands each new connection to one worker. Each worker opens
 its own store connection and follows the store as a single server does, so an import by another
-process reaches every worker within ``--registry-poll``.
+process reaches every worker within ``--registry-poll``. The background refresh, mirror syncs and
+the ad hoc forwarder run in worker 0 only (``resolver.http.keys.first_worker``).
 
 The parent only waits: SIGTERM or SIGINT stops every worker (SIGTERM, then SIGKILL after
 ``STOP_TIMEOUT`` seconds) and it exits when all have; a worker that dies stops the others too (the
