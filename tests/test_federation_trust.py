@@ -297,12 +297,19 @@ async def test_a_hostile_upstream_changes_nothing_held_here(
         assert shown.exit_code == 0 and "refused" in shown.output
 
 
+@pytest.mark.parametrize("via", ["library", "geoweb mirror sync"])
 async def test_a_change_the_domains_own_dns_confirms_still_travels(
-    mirror: Store, upstream: Serve, fetcher: Fetcher, city_knot: KnotServer
+    mirror: Store,
+    upstream: Serve,
+    fetcher: Fetcher,
+    city_knot: KnotServer,
+    via: str,
+    tmp_path: Path,
 ) -> None:
     """city.example's ``_open311`` record (in a real Knot) names the discovery URL its entry
     gives: the claimed attestation is believed here and the domain's entry replaces the copy
-    another registry had sent. A claim the record does not confirm travels as unattested."""
+    another registry had sent. A claim the record does not confirm travels as unattested. The
+    same from the command line, with --dns-nameserver."""
     update = dns.update.UpdateMessage("city.example.")
     update.replace("_open311", 60, "TXT", f'"v=open311-1" "d={CITY_URL}"')
     update.use_tsig(dns.tsig.Key(TSIG_NAME, TSIG_SECRET, TSIG_ALGORITHM))
@@ -324,8 +331,16 @@ async def test_a_change_the_domains_own_dns_confirms_still_travels(
         dns_port=city_knot.port,
         allow_network=LOOPBACK,
     )
-    result = await sync_mirror(mirror, url, fetcher, attest=dns_attestation(settings))
-    assert sorted(result.report.upserted) == ["other", "unconfirmed"]
+    if via == "library":
+        result = await sync_mirror(mirror, url, fetcher, attest=dns_attestation(settings))
+        assert sorted(result.report.upserted) == ["other", "unconfirmed"]
+    else:
+        command = ["mirror", "sync", "--once", "--db", str(tmp_path / "mirror.sqlite")]
+        command += ["--no-embedded", "--allow-network", LOOPBACK[0]]
+        command += ["--dns-nameserver", city_knot.address, "--dns-port", str(city_knot.port)]
+        synced = await asyncio.to_thread(CliRunner().invoke, main, command)
+        assert synced.exit_code == 0, synced.output
+        assert json.loads(synced.stdout)["upserted"] == 2
     held = {j.id: j for j in mirror.jurisdictions()}
     assert held["other"].origin == "domain:city.example" and held["other"].attested
     assert held["other"].boundary is not None and held["other"].boundary.bounds[2] == 20.5

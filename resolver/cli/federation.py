@@ -14,12 +14,12 @@ from tqdm import tqdm
 
 from common.errors import GeoWebError, SyncError
 from discovery.fetch import FetchLimits
-from resolver.cli.options import db_option, embedded_option, setting_options
+from resolver.cli.options import db_option, dns_options, embedded_option, setting_options
 from resolver.cli.output import plural
 from resolver.config import SETTINGS_BY_NAME, Settings
 from resolver.registry.embedded import layers, open_store
 from resolver.registry.export import export_registry
-from resolver.registry.mirror import normalize_upstream, sync_mirror
+from resolver.registry.mirror import dns_attestation, normalize_upstream, sync_mirror
 from resolver.runtime import Runtime
 from resolver.store import Store
 
@@ -106,6 +106,7 @@ def mirror_list(as_json: bool, db: str | None) -> None:
     help="Largest page or snapshot read, in bytes; reading stops there and the sync fails.",
 )
 @setting_options("allow_network")
+@dns_options
 @db_option
 @embedded_option
 def mirror_sync(
@@ -114,13 +115,13 @@ def mirror_sync(
     page_size: int,
     timeout: float,
     max_bytes: int,
-    allow_network: tuple[str, ...],
-    db: str | None,
-    embedded: bool,
+    **options: Any,
 ) -> None:
     """Pull every upstream's changes into the store. Exit status 1 when an upstream failed
-    (--once); the pages applied before a failure stay applied, and the next sync resumes."""
-    settings = Settings(db=db, embedded=embedded, allow_network=allow_network)
+    (--once); the pages applied before a failure stay applied, and the next sync resumes.
+    An upstream's claim that an entry is attested counts only when the domain's own DNS,
+    asked through --dns-nameserver, confirms it (without one, none counts)."""
+    settings = Settings(**options)
     limits = FetchLimits(
         connect_timeout=min(5.0, timeout), total_timeout=timeout, max_bytes=max_bytes
     )
@@ -135,6 +136,7 @@ async def _sync_round(settings: Settings, limits: FetchLimits, page_size: int) -
     """One sync of every upstream, through the runtime the server uses (with larger, slower
     fetches, kept out of the HTTP cache: a page is applied once)."""
     failed = False
+    attest = dns_attestation(settings)
     async with Runtime.open(settings, limits=limits, http_cache=False) as runtime:
         store = runtime.store
         mirrors = store.mirrors()
@@ -149,7 +151,12 @@ async def _sync_round(settings: Settings, limits: FetchLimits, page_size: int) -
 
                 try:
                     result = await sync_mirror(
-                        store, m.url, runtime.fetcher, page_size=page_size, progress=progress
+                        store,
+                        m.url,
+                        runtime.fetcher,
+                        page_size=page_size,
+                        progress=progress,
+                        attest=attest,
                     )
                 except SyncError as error:
                     failed = True
