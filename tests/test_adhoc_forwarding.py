@@ -615,3 +615,25 @@ def test_the_forwarding_steps_on_both_backends(store_url: str) -> None:
         assert store.adhoc_counts() == {"sending": 1}
         with pytest.raises(ValueError, match="not a forwarding column"):
             store.adhoc_transition(held.id, ("sending",), "held", description="changed")
+
+
+async def test_one_pass_reads_every_due_request_page_by_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many are held, one pass after a change looks at all of them once: the forwarded
+    and the unmatched alike (an unmatched one is not read again in the same pass)."""
+    import resolver.adhoc.forwarder as forwarder_module
+
+    monkeypatch.setattr(forwarder_module, "PAGE", 2)
+    db = tmp_path / "geoweb.sqlite"
+    async with serve_city(City()) as city:
+        with Store(db) as store:
+            for _ in range(3):
+                _report(store)
+            for _ in range(2):
+                _report(store, service_code="other", service_name="Fallen tree")
+        _import_city(db, tmp_path, city.endpoint)
+        async with forwarding(db) as (_, forwarder):
+            outcomes = await forwarder.forward_due(changed=True)
+        assert sorted(o.state for o in outcomes) == ["forwarded"] * 3 + ["unmatched"] * 2
+        assert len(city.posts) == 3

@@ -62,8 +62,8 @@ log = logging.getLogger(__name__)
 MAX_RETRY = 6 * 3600.0
 #: How often a held or unmatched request is looked at again without a registry change.
 RECHECK = 6 * 3600.0
-#: Requests looked at in one pass; the rest wait for the next.
-PASS_LIMIT = 500
+#: Requests read from the store at a time during a pass.
+PAGE = 500
 #: Requests forwarded at once (they may go to different cities).
 CONCURRENCY = 4
 
@@ -164,21 +164,28 @@ class Forwarder:
         change, or those named), forwarding each that now has somewhere to go."""
         await self.sweep()
         self._lists.clear()
-        rows = await in_thread(
-            self.store.adhoc_due,
-            self.clock(),
-            ("held", "unmatched"),
-            waiting_too=changed or bool(ids),
-            ids=tuple(ids),
-            limit=PASS_LIMIT,
-        )
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def one(row: AdhocRequest) -> Outcome:
             async with gate:
                 return await self.forward(row)
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        outcomes: list[Outcome] = []
+        after: tuple[dt.datetime, str] | None = None
+        while True:  # page by page, so one pass sees every due request however many
+            rows = await in_thread(
+                self.store.adhoc_due,
+                self.clock(),
+                ("held", "unmatched"),
+                waiting_too=changed or bool(ids),
+                ids=tuple(ids),
+                after=after,
+                limit=PAGE,
+            )
+            outcomes += await asyncio.gather(*(one(r) for r in rows))
+            if len(rows) < PAGE:
+                return outcomes
+            after = (rows[-1].requested, rows[-1].id)
 
     async def sweep(self) -> list[str]:
         """Mark ``uncertain`` every request whose POST was claimed longer ago than the lease."""
@@ -335,7 +342,7 @@ class Forwarder:
             waiting_too=bool(ids),
             unscheduled=False,  # a closed request is not polled again
             ids=tuple(ids),
-            limit=PASS_LIMIT,
+            limit=PAGE,
         )
         return [await self.poll_one(r) for r in rows]
 

@@ -263,12 +263,20 @@ class AdhocStore(Database):
         waiting_too: bool = False,
         unscheduled: bool = True,
         ids: tuple[str, ...] = (),
+        after: tuple[dt.datetime, str] | None = None,
         limit: int = 1000,
     ) -> list[AdhocRequest]:
         """Requests in ``states`` whose ``forward_next`` has passed (or all of them, with
         ``waiting_too``; those with none count as due unless ``unscheduled`` is false), oldest
-        first, with the reporter's fields (they are forwarded)."""
+        first, with the reporter's fields (they are forwarded). ``after``: the (requested, id) of
+        the last request of the previous page."""
         query = select(AdhocRequestRow).where(AdhocRequestRow.forward_state.in_(states))
+        if after is not None:
+            when, last = after
+            query = query.where(
+                (AdhocRequestRow.requested > when)
+                | ((AdhocRequestRow.requested == when) & (AdhocRequestRow.id > last))
+            )
         if ids:
             query = query.where(AdhocRequestRow.id.in_(ids))
         if not unscheduled:
