@@ -637,3 +637,38 @@ async def test_one_pass_reads_every_due_request_page_by_page(
             outcomes = await forwarder.forward_due(changed=True)
         assert sorted(o.state for o in outcomes) == ["forwarded"] * 3 + ["unmatched"] * 2
         assert len(city.posts) == 3
+
+
+async def test_a_discovery_refresh_and_a_new_report_wake_the_forwarder(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """A successful refresh may bring the services list that makes a held report forwardable,
+    and a new report may be forwardable at once: both wake the server's forwarder (a failed
+    refresh does not)."""
+    from resolver.http.keys import DISCOVERY, FORWARDER, STORE
+
+    settings = _settings(tmp_path / "geoweb.sqlite", discovery_refresh=True)
+    client = await aiohttp_client(create_app(settings))
+    app = client.server.app
+    forwarder = app[FORWARDER]
+    await asyncio.sleep(0.1)  # its first pass
+    assert not forwarder._changed and not forwarder._wake.is_set()
+    assert app[DISCOVERY].on_result is not None
+    await app[DISCOVERY].on_result("somewhere", False, "HTTP 503", None)
+    assert not forwarder._changed
+    await app[DISCOVERY].on_result("somewhere", True, None, "https://x.example/discovery.json")
+    assert forwarder._changed and forwarder._wake.is_set()
+    await asyncio.sleep(0.1)
+    assert not forwarder._wake.is_set()
+    lat, long = INSIDE
+    form = {"service_code": "pothole", "lat": str(lat), "long": str(long)}
+    posted = await client.post("/adhoc/v2/requests.json", data=form)
+    (created,) = await posted.json()
+    store = app[STORE]
+
+    async def looked_at() -> bool:
+        found = await asyncio.to_thread(store.adhoc_request, created["service_request_id"])
+        return found is not None and found.forward_note is not None
+
+    # Looked at within a second, not at the next tick 30 s away: nobody covers it yet.
+    await _wait_for(looked_at, "the forwarder to look at the new report", timeout=1.0)
