@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from boundaries.index import DEFAULT_MAX_GRID_CELLS
+
 from . import axfr
 from .analysis import read_profile
 
@@ -98,17 +100,22 @@ def _workload_section(w: dict[str, Any], t: dict[str, Any]) -> list[str]:
         "representative points of counties drawn with weight 1/area (small counties stand in for "
         "cities), normal offset 0.05 degrees. Mix: a third of each. Single: p50 over interleaved "
         "blocks, warm; batch: best of the repeats, answers iterated, raw = one vectorized "
-        "`STRtree.query(points, predicate='covered_by')`.",
+        "`STRtree.query(points, predicate='covered_by')`. Answered by the grid: without the exact "
+        "path, by lookup or by lookup and side-of-line tests (orientation signs against the "
+        "grid's own lines and stars); by lookup alone: in a cell with one covering set.",
         "",
-        "| workload | points | in a county | answered by the grid | of those in a county "
-        "| single p50 ours µs | raw µs | ratio | batch points/s | raw points/s | ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | points | in a county | answered by the grid | by lookup alone "
+        "| of those in a county | single p50 ours µs | raw µs | ratio | batch points/s "
+        "| raw points/s | ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind, m in w.items():
         covered = m["grid_fraction_covered"]
+        lookup = m.get("lookup_fraction")
         out.append(
             f"| {kind} | {m['points']:,} | {100 * m['covered_fraction']:.1f}% | "
             f"{100 * m['grid_fraction']:.1f}% | "
+            f"{'-' if lookup is None else f'{100 * lookup:.1f}%'} | "
             f"{'-' if covered is None else f'{100 * covered:.1f}%'} | "
             f"{m['single']['ours']['p50_us']:.2f} | {m['single']['raw']['p50_us']:.2f} | "
             f"{m['single_p50_ratio']:.2f}x | {_f(m['batch_points_per_s'])} | "
@@ -233,12 +240,27 @@ def _scale_section(large: dict[str, Any] | None) -> list[str]:
         f"| its RSS / PSS once answering | {serve['rss_mib']:.0f} / {serve['pss_mib']:.0f} MiB |",
         f"| store load in process | {large['load_s']:.1f} s |",
         f"| Resolver build in process | {large['build_s']:.1f} s |",
+    ]
+    steps = large.get("steps")
+    if steps:
+        out += [
+            f"| of which the index without its grid (timed apart) | "
+            f"{steps['index_without_grid']['s']:.1f} s |",
+            f"| the index snapshot ({large['snapshot_bytes'] / 2**20:.0f} MiB) written / loaded "
+            f"in process | {steps['snapshot_save']['s']:.2f} / "
+            f"{steps['snapshot_load']['s']:.2f} s |",
+        ]
+    out += [
         f"| peak RSS of that process | {large['peak_rss_mib']:.0f} MiB |",
     ]
     for kind in ("uniform", "mix"):
         m = large[kind]
         out += [
-            f"| {kind}: share answered by the grid's lookup | {100 * m['grid_fraction']:.1f}% |",
+            f"| {kind}: share answered by the grid (lookup, or lookup and side-of-line tests) "
+            f"| {100 * m['grid_fraction']:.1f}% |",
+            f"| {kind}: share answered by lookup alone | "
+            + ("-" if m.get("lookup_fraction") is None else f"{100 * m['lookup_fraction']:.1f}%")
+            + " |",
             f"| {kind}: batch / raw STRtree | {m['batch_ratio']:.2f}x "
             f"({_f(m['batch_points_per_s'])} vs {_f(m['raw_points_per_s'])} points/s) |",
             f"| {kind}: single p50 / raw | {m['single_p50_ratio']:.2f}x |",
@@ -331,14 +353,18 @@ def markdown(r: dict[str, Any]) -> str:
         covered = s.get("grid_fraction_covered")
         out += [
             "",
-            f"The grid of interior cells (`boundaries/index.py`): cells of "
-            f"{grid['cell_degrees']:.4f} degrees in blocks of {grid['block_cells']}x"
-            f"{grid['block_cells']}, {grid['coarse_cells']:,} block entries and "
-            f"{grid['fine_cells']:,} cell entries in {grid['blocks']:,} blocks that a boundary "
-            f"reaches, {grid['regions']:,} regions, {grid['nbytes'] / 2**20:.1f} MiB. It answered "
-            f"{s['grid_fraction']:.1%} of these points by lookup"
+            f"The adaptive grid (`boundaries/index.py`): {grid['levels']} levels of cells from "
+            f"{grid['top_cell_degrees']:.4f} to {grid['cell_degrees']:.5f} degrees, "
+            f"{grid['top_cells']:,} top cells and {grid['blocks']:,} cells cut in four where "
+            f"rings are; {grid['line_cells']:,} cells that one line crosses (one side-of-line "
+            f"test), {grid['star_cells']:,} where segments meet at one vertex and "
+            f"{grid['chord_cells']:,} that two or three lines cross (a test per ray or line), "
+            f"{grid['regions']:,} regions, {grid['nbytes'] / 2**20:.1f} MiB. It answered "
+            f"{s['grid_fraction']:.1%} of these points without the exact path, by lookup or "
+            "by lookup and side-of-line tests"
             + (f" ({covered:.1%} of those in a county)" if covered is not None else "")
-            + "; the others (cells that a border crosses) took the exact path.",
+            + "; the others (on a border or within rounding of one, or where more rings meet "
+            "than a cell holds) took the exact path.",
         ]
     out += [
         "",
@@ -537,9 +563,11 @@ def markdown(r: dict[str, Any]) -> str:
     sgrid = sst.get("grid")
     if sgrid:
         out += [
-            f"Grid: cells of {sgrid['cell_degrees']:.4f} degrees, {sgrid['coarse_cells']:,} "
-            f"block and {sgrid['fine_cells']:,} cell entries (the budget of "
-            f"{sgrid['coarse_cells'] + sgrid['fine_cells']:,} of 16,777,216 used), "
+            f"Grid: {sgrid['levels']} levels from {sgrid['top_cell_degrees']:.4f} to "
+            f"{sgrid['cell_degrees']:.5f} degrees, "
+            f"{sgrid['top_cells'] + 4 * sgrid['blocks']:,} cell entries (of a budget of "
+            f"{DEFAULT_MAX_GRID_CELLS:,}), {sgrid['line_cells']:,} line, "
+            f"{sgrid['star_cells']:,} star and {sgrid['chord_cells']:,} chord cells, "
             f"{sgrid['regions']:,} regions, {sgrid['nbytes'] / 2**20:.0f} MiB.",
             "",
         ]

@@ -2,17 +2,21 @@
 
 For a store such as bench/synthetic.py writes (``python -m bench.scale --build DB --n 1000000``
 writes one first): ``geoweb serve`` from exec to its first 200 without and with the index
-snapshot, and its memory; then in this process the store load and the Resolver build timed,
-the share of points the grid answers by lookup and batch ÷ raw STRtree on the uniform points
-and on the real-report mix (bench/workloads.py).
+snapshot, and its memory; then in this process where the start-up goes (the store load, the index
+without its grid, the whole Resolver build, the snapshot written and loaded back, with the RSS
+after each step), and on the uniform points and on the real-report mix (bench/workloads.py) the
+share of points the grid answers (without the exact path, and by lookup alone), single and batch
+against the raw STRtree.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,29 +26,65 @@ import shapely
 from . import serve_start, synthetic, workloads
 
 
-def measure(db: Path, points: int, seed: int) -> dict[str, Any]:
+def _rss_mib() -> float:
+    """The resident set now (not the peak), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")  # pragma: no cover (not Linux)
+
+
+def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
+    from boundaries.index import BoundaryIndex
+    from resolver import index_snapshot
     from resolver.core.decide import Resolver
     from resolver.registry.documents import load_jurisdictions
     from resolver.store import Store
 
-    out: dict[str, Any] = {"serve": serve_start.run(db, 1, 1)}
+    out: dict[str, Any] = {"serve": serve_start.run(db, 1, runs)}
+    steps: dict[str, dict[str, float]] = {}
+
+    def step(name: str, started: float) -> float:
+        now = time.perf_counter()
+        steps[name] = {"s": now - started, "rss_mib": _rss_mib()}
+        return now
+
     start = time.perf_counter()
     with Store(db) as store:
         jurisdictions, _ = load_jurisdictions(store)
-    loaded = time.perf_counter()
+    loaded = step("store_load", start)
+    geometries = [j.boundary for j in jurisdictions]
+    bare = BoundaryIndex(geometries, max_grid_cells=0)  # pieces, R-tree, prepared pieces
+    bare_done = step("index_without_grid", loaded)
+    del bare
+    gc.collect()
+    built_start = time.perf_counter()
     resolver = Resolver(jurisdictions)
-    built = time.perf_counter()
+    built = step("resolver_build", built_start)
+    with tempfile.TemporaryDirectory(prefix="geoweb-scale-") as tmp:
+        path = Path(tmp) / "scale.index"
+        generation = index_snapshot.generation(jurisdictions)
+        index_snapshot.save(path, generation, resolver.index)
+        saved = step("snapshot_save", built)
+        again = index_snapshot.load(path, generation, geometries)
+        step("snapshot_load", saved)
+        snapshot_bytes = path.stat().st_size
+        del again
+    grid = resolver.index.grid
     out.update(
         jurisdictions=len(jurisdictions),
-        load_s=loaded - start,
-        build_s=built - loaded,
+        load_s=steps["store_load"]["s"],
+        build_s=steps["resolver_build"]["s"],
+        index_without_grid_s=bare_done - loaded,
+        snapshot_bytes=snapshot_bytes,
+        steps=steps,
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        grid=None if resolver.index.grid is None else resolver.index.grid.__repr__(),
+        grid=None if grid is None else repr(grid),
     )
-    tree = shapely.STRtree([j.boundary for j in jurisdictions])
-    geometries = [j.boundary for j in jurisdictions if j.boundary is not None]
+    tree = shapely.STRtree(geometries)
+    present = [g for g in geometries if g is not None]
     for kind in ("uniform", "mix"):
-        lats, longs = workloads.points(kind, geometries, points, seed)
+        lats, longs = workloads.points(kind, present, points, seed)
         out[kind] = workloads.measure(resolver, tree, lats, longs, min(points, 10_000), 1)
     return out
 
@@ -56,10 +96,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=20240611)
+    parser.add_argument("--runs", type=int, default=3, help="serve starts from the snapshot")
     args = parser.parse_args()
     if args.build:
         synthetic.build_store(args.db, args.n, args.seed)
-    json.dump(measure(args.db, args.points, args.seed), sys.stdout)
+    json.dump(measure(args.db, args.points, args.seed, args.runs), sys.stdout)
     print()
 
 

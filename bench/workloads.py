@@ -92,10 +92,12 @@ def measure(
     single_points: int,
     repeats: int,
 ) -> dict[str, Any]:
-    """On one workload: the share the grid answers by lookup; single resolve p50 against the raw
+    """On one workload: the share the grid answers without the exact path (by lookup alone, or
+    by lookup and side-of-line tests: both are given); single resolve p50 against the raw
     STRtree's (interleaved blocks, warm); batch points/s against the raw vectorized query."""
     index = resolver.index
-    answered = index.grid_answers(lats, longs)
+    paths = index.grid_paths(lats, longs)
+    answered = paths > 0
     found = index.covering_many(lats, longs)[0]
     covered = np.zeros(len(lats), dtype=bool)
     covered[found] = True
@@ -127,6 +129,8 @@ def measure(
         "points": len(lats),
         "covered_fraction": float(covered.mean()),
         "grid_fraction": float(answered.mean()),
+        "lookup_fraction": float((paths == 1).mean()),
+        "side_test_fraction": float((paths == 2).mean()),
         "grid_fraction_covered": float(answered[covered].mean()) if covered.any() else None,
         "single": single,
         "single_p50_ratio": single["ours"]["p50_us"] / single["raw"]["p50_us"],

@@ -4,8 +4,12 @@ Building the index (subdivision, R-tree, the grid of interior cells) is most of 
 the store is read; loading it back from a snapshot takes a few hundredths of that. A snapshot
 names what it was built from: every jurisdiction's id and boundary generation, in order (the
 index holds positions), and a digest of ``boundaries/index.py``, whose structures it holds. One
-that names anything else is refused and replaced; one that cannot be read is rebuilt and
-replaced.
+that names anything else (or is of another format) is refused and replaced; one that cannot be
+read is rebuilt and replaced.
+
+It holds the index's shared state (:meth:`BoundaryIndex.shared_state`): a boundary that is its own
+piece is named by position, not stored, and the loaded index holds the jurisdictions' own
+boundary objects, so a large registry is not held twice in memory.
 
 The snapshot of an SQLite store lies beside it (``<store>.index``); that of a database URL in the
 per-user cache directory. It holds pickled arrays: it is trusted as much as the store beside it.
@@ -23,6 +27,7 @@ from functools import cache
 from pathlib import Path
 
 import platformdirs
+from shapely.geometry.base import BaseGeometry
 
 import boundaries.index
 from boundaries.index import BoundaryIndex
@@ -31,7 +36,7 @@ from resolver.core.decide import Resolver
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"GEOWEB-INDEX-SNAPSHOT 1\n"
+_MAGIC = b"GEOWEB-INDEX-SNAPSHOT 2\n"  # 2: the shared state; 1 pickled the index
 
 
 @cache
@@ -66,9 +71,12 @@ def _header(generation: str) -> bytes:
     return _MAGIC + f"{generation} {_code_digest()}\n".encode("ascii")
 
 
-def load(path: Path, generation: str) -> BoundaryIndex | None:
+def load(
+    path: Path, generation: str, geometries: Sequence[BaseGeometry | None]
+) -> BoundaryIndex | None:
     """The index in the snapshot at ``path`` if it was built from ``generation`` by this code;
-    else ``None`` (missing, stale or unreadable: said in the log)."""
+    else ``None`` (missing, stale or unreadable: said in the log). ``geometries`` are the
+    boundaries of that generation, by position: the index holds them."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -81,14 +89,18 @@ def load(path: Path, generation: str) -> BoundaryIndex | None:
         log.info("index snapshot %s is of other boundaries or code: building the index", path)
         return None
     try:
-        index = pickle.loads(memoryview(data)[len(header) :])
+        state = pickle.loads(memoryview(data)[len(header) :])
     except Exception as exc:  # a torn or damaged file: whatever unpickling says
         log.warning("index snapshot %s is damaged (%s): building the index", path, exc)
         return None
-    if not isinstance(index, BoundaryIndex):
+    if not isinstance(state, dict):
         log.warning("index snapshot %s holds no index: building the index", path)
         return None
-    return index
+    try:
+        return BoundaryIndex.from_shared_state(state, geometries)
+    except Exception as exc:  # pieces or arrays that do not fit: damaged all the same
+        log.warning("index snapshot %s is damaged (%s): building the index", path, exc)
+        return None
 
 
 def save(path: Path, generation: str, index: BoundaryIndex) -> None:
@@ -99,7 +111,7 @@ def save(path: Path, generation: str, index: BoundaryIndex) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("wb") as f:
             f.write(_header(generation))
-            pickle.dump(index, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(index.shared_state(), f, protocol=pickle.HIGHEST_PROTOCOL)
         partial.replace(path)
     except OSError as exc:
         log.warning("index snapshot %s not written: %s", path, exc)
@@ -115,7 +127,7 @@ def build_resolver(
     if path is None:
         return Resolver(jurisdictions, fallback=fallback)
     built_from = generation(jurisdictions)
-    index = load(path, built_from)
+    index = load(path, built_from, [j.boundary for j in jurisdictions])
     if index is not None:
         return Resolver(jurisdictions, fallback=fallback, _index=index)
     resolver = Resolver(jurisdictions, fallback=fallback)

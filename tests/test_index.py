@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -300,6 +302,46 @@ def edge_points(
     return np.concatenate(lats), np.concatenate(longs)
 
 
+def level_edge_points(
+    index: BoundaryIndex, n: int, seed: int, box_: tuple[float, float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`edge_points` for the cells of every level of the grid: their edges lie on every
+    ``2**r``-th edge of the finest cells, ``r`` from 0 (the finest) to ``levels - 1`` (the top)."""
+    grid, origin = index.grid, index.grid_origin()
+    assert grid is not None and origin is not None
+    x0, y0, cell = origin
+    rng = np.random.default_rng(seed)
+    xmin, ymin, xmax, ymax = box_
+    lats, longs = [], []
+    for r in range(grid.levels):
+        step = cell * 2**r
+        i = rng.integers(int((xmin - x0) / step), int((xmax - x0) / step) + 1, n) * 2**r
+        j = rng.integers(int((ymin - y0) / step), int((ymax - y0) / step) + 1, n) * 2**r
+        on_x, on_y = x0 + i * cell, y0 + j * cell  # as find computes them
+        any_x, any_y = rng.uniform(xmin, xmax, n), rng.uniform(ymin, ymax, n)
+        longs += [on_x, any_x, on_x, np.nextafter(on_x, -np.inf), np.nextafter(on_x, np.inf)]
+        lats += [any_y, on_y, on_y, np.nextafter(on_y, np.inf), np.nextafter(on_y, -np.inf)]
+    return np.concatenate(lats), np.concatenate(longs)
+
+
+def beside_edges(
+    geometries: list[BaseGeometry | None], offsets: tuple[float, ...], seed: int, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points at these distances (degrees) to each side of ``n`` random edges, at a random place
+    along each: the side-of-line tests must give up within rounding of a line, and be right
+    beyond it."""
+    xy = vertices(geometries)
+    rng = np.random.default_rng(seed)
+    at = rng.integers(0, len(xy) - 1, n)
+    a, b = xy[at], xy[at + 1]
+    along = a + (b - a) * rng.uniform(0.0, 1.0, (n, 1))
+    normal = np.column_stack([a[:, 1] - b[:, 1], b[:, 0] - a[:, 0]])
+    normal /= np.maximum(np.hypot(normal[:, 0], normal[:, 1]), 1e-300)[:, None]
+    points = [along + sign * offset * normal for offset in offsets for sign in (1.0, -1.0)]
+    both = np.concatenate(points)
+    return both[:, 1], both[:, 0]
+
+
 def vertices(geometries: list[BaseGeometry | None]) -> np.ndarray:
     return np.concatenate(
         [shapely.get_coordinates(shapely.get_rings(g)) for g in geometries if g is not None]
@@ -392,7 +434,7 @@ def test_grid_budget() -> None:
     assert exact_index(GEOMETRIES).grid is None
     small = BoundaryIndex(GEOMETRIES, max_vertices=16, max_grid_cells=20_000)
     assert small.grid is not None
-    assert small.grid.coarse_cells + small.grid.fine_cells <= 20_000
+    assert small.grid.top_cells + 4 * small.grid.blocks <= 20_000
     tiny = BoundaryIndex(GEOMETRIES, max_vertices=16, max_grid_cells=3)
     assert tiny.grid is None
     for index in (small, tiny):
@@ -502,3 +544,131 @@ def test_grid_with_points_and_lines() -> None:
     assert index.grid_answers(lats, longs).mean() > 0.5
     line = np.linspace(0.0, 2.0, 101)  # on the line (up to rounding, so compared with exact only)
     assert_same_answers(index, geometries, lats, longs, near=(line, line))
+
+
+# --- the adaptive grid: cells cut in four where rings are, answered by lines, stars and chords --
+#
+# A cell that one straight line crosses, where segments meet at one vertex (a star) or that two or
+# three lines cross (chords) is answered by the signs of a few orientations: where a sign is
+# within rounding of zero, the exact path answers. The points here are on the cell edges of every
+# level, at vertices, and beside edges from far to within rounding.
+
+
+@pytest.mark.parametrize("data", ["counties", "tiling"])
+def test_adaptive_grid_against_the_exact_path(request: pytest.FixtureRequest, data: str) -> None:
+    if data == "counties":
+        geometries = request.getfixturevalue("counties")
+        area = (-125.0, 24.0, -66.0, 50.0)
+        sample = geometries[::7]
+    else:
+        geometries = voronoi(5_000, 9)
+        area = (-10.0, 40.0, -5.0, 43.0)
+        sample = geometries[::3]
+    index = BoundaryIndex(geometries)
+    grid = index.grid
+    assert grid is not None and grid.levels >= 4
+    assert min(grid.line_cells, grid.star_cells, grid.chord_cells) > 0
+    lats, longs = random_points(area, 5_000)
+    edge_lats, edge_longs = level_edge_points(index, 200, 21, area)
+    vertex_lats, vertex_longs = vertex_points(sample)
+    beside = beside_edges(sample, (1e-2, 1e-4, 1e-7, 1e-10, 1e-13, 0.0), 22, 1_000)
+    # Near borders the side tests answer; a vertex is on rays' lines, so the exact path does.
+    assert (index.grid_paths(*beside) == 2).mean() > 0.5
+    assert (index.grid_paths(vertex_lats, vertex_longs) == 0).all()
+    assert (index.grid_paths(lats, longs) > 0).mean() > 0.95
+    assert_same_answers(
+        index,
+        geometries,
+        np.concatenate([lats, edge_lats, vertex_lats]),
+        np.concatenate([longs, edge_longs, vertex_longs]),
+        near=beside,
+        singles=10_000,
+    )
+
+
+def test_grid_paths_say_how_points_are_answered() -> None:
+    index = BoundaryIndex(GEOMETRIES, max_vertices=16, grid_cell_degrees=0.25)
+    # In the state, the county and the city: cells no border comes near (lookup), cells where
+    # borders are (side tests); on the borders themselves, the exact path.
+    lats, longs = random_points((20.0, 0.0, 30.0, 10.0), 2_000)
+    paths = index.grid_paths(lats, longs)
+    assert set(paths.tolist()) == {1, 2}
+    assert (index.grid_answers(lats, longs) == (paths > 0)).all()
+    on = index.grid_paths([1.0, 3.0, 2.5, 10.0], [12.0, 23.0, 22.0, 25.0])  # rims and borders
+    assert on.tolist() == [0, 0, 0, 0]
+    assert (BoundaryIndex(GEOMETRIES, max_grid_cells=0).grid_paths(lats, longs) == 0).all()
+
+
+def test_grid_where_one_side_of_a_border_has_a_vertex_the_other_has_not() -> None:
+    # The left square's east side runs straight through (1, 0.5), where the two squares to its
+    # east meet: collinear segments of different lengths, a star whose rays overlap.
+    geometries: list[BaseGeometry | None] = [
+        box(0.0, 0.0, 1.0, 1.0),
+        box(1.0, 0.0, 2.0, 0.5),
+        box(1.0, 0.5, 2.0, 1.0),
+    ]
+    index = BoundaryIndex(geometries, grid_cell_degrees=1 / 64)
+    assert index.grid is not None and index.grid.star_cells > 0
+    assert index.covering(0.5, 1.0).tolist() == [0, 1, 2]
+    assert index.covering(0.5 + 1e-9, 1.0 + 1e-9).tolist() == [2]
+    assert index.covering(0.5 - 1e-9, 1.0 - 1e-9).tolist() == [0]
+    assert index.grid_paths([0.5 + 1e-9], [1.0 + 1e-9]).tolist() == [2]
+    steps = np.linspace(0.3, 0.7, 41)
+    lats, longs = (a.ravel() for a in np.meshgrid(steps, np.linspace(0.8, 1.2, 41)))
+    assert_same_answers(index, geometries, lats, longs)
+
+
+def test_grid_where_many_boundaries_meet_at_one_point() -> None:
+    # Twelve slices of a disc meet at its centre: more rays than a star holds, so the cells
+    # around the centre are cut to the finest level and left to the exact path there.
+    centre = shapely.Point(3.0, 3.0)
+    disc = centre.buffer(1.0, quad_segs=16)
+    angles = np.linspace(0.0, 2 * np.pi, 13)
+    slices: list[BaseGeometry | None] = []
+    for a, b in itertools.pairwise(angles):
+        wedge = Polygon([(3.0, 3.0), (3 + 2 * np.cos(a), 3 + 2 * np.sin(a)),
+                         (3 + 2 * np.cos(b), 3 + 2 * np.sin(b))])  # fmt: skip
+        slices.append(wedge.intersection(disc))
+    index = BoundaryIndex(slices, grid_cell_degrees=1 / 256)
+    assert index.covering(3.0, 3.0).tolist() == list(range(12))
+    assert index.grid_paths([3.0, 3.0 + 1e-7], [3.0, 3.0 + 1e-7]).tolist() == [0, 0]
+    rng = np.random.default_rng(3)
+    radius, angle = rng.uniform(0.0, 0.05, 4_000), rng.uniform(0.0, 2 * np.pi, 4_000)
+    lats, longs = 3.0 + radius * np.sin(angle), 3.0 + radius * np.cos(angle)
+    assert_same_answers(index, slices, lats, longs, near=vertex_points(slices))
+
+
+def test_a_grid_cut_short_by_its_budget_still_agrees() -> None:
+    # With room for few cells below the top, most cells where rings meet stay with the exact
+    # path; the cells that were cut (those with the fewest segments first) answer as before.
+    cells = voronoi(3_000, 11)
+    full = BoundaryIndex(cells)
+    assert full.grid is not None
+    budget = (full.grid.top_cells + 4 * full.grid.blocks) // 12
+    short = BoundaryIndex(cells, max_grid_cells=budget)
+    assert short.grid is not None
+    assert short.grid.top_cells + 4 * short.grid.blocks <= budget
+    lats, longs = random_points((-10.0, 40.0, -5.0, 43.0), 5_000)
+    assert (short.grid_paths(lats, longs) == 0).mean() > (full.grid_paths(lats, longs) == 0).mean()
+    edge_lats, edge_longs = level_edge_points(short, 200, 23, (-10.0, 40.0, -5.0, 43.0))
+    assert_same_answers(
+        short,
+        cells,
+        np.concatenate([lats, edge_lats]),
+        np.concatenate([longs, edge_longs]),
+        near=beside_edges(cells, (1e-6, 1e-12), 24, 500),
+    )
+
+
+def test_a_pickled_grid_answers_the_same() -> None:
+    index = BoundaryIndex(voronoi(2_000, 5))
+    again = pickle.loads(pickle.dumps(index))
+    assert again.grid == index.grid
+    lats, longs = random_points((-10.0, 40.0, -5.0, 43.0), 5_000)
+    for a, b in zip(
+        index.covering_many(lats, longs), again.covering_many(lats, longs), strict=True
+    ):
+        assert np.array_equal(a, b)
+    points = list(zip(lats[:500].tolist(), longs[:500].tolist(), strict=True))
+    expected = [index.covering(lat, long).tolist() for lat, long in points]
+    assert [again.covering(lat, long).tolist() for lat, long in points] == expected

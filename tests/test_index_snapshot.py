@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
+from boundaries.index import BoundaryIndex
 from common.models import Jurisdiction
 from resolver import index_snapshot
 from resolver.index_snapshot import build_resolver, generation, load, snapshot_path
@@ -23,6 +25,10 @@ def _grid_of_boxes(n: int = 12, shrink: float = 0.0) -> list[Jurisdiction]:
             square = box(i, j, i + 1 - (shrink if (i, j) == (0, 0) else 0.0), j + 1)
             out.append(Jurisdiction(id=f"b{i:02d}{j:02d}", name=f"B {i} {j}").with_boundary(square))
     return out
+
+
+def boundaries(entries: list[Jurisdiction]) -> list[BaseGeometry | None]:
+    return [j.boundary for j in entries]
 
 
 def _points(seed: int = 7, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +45,7 @@ def test_a_snapshot_is_written_then_used_with_the_same_answers(tmp_path: Path) -
     entries = _grid_of_boxes()
     built = build_resolver(entries, None, path)
     assert path.exists()
-    assert load(path, generation(entries)) is not None
+    assert load(path, generation(entries), boundaries(entries)) is not None
     loaded = build_resolver(entries, None, path)
     assert loaded.index is not built.index and loaded.index.grid == built.index.grid
     lats, longs = _points()
@@ -60,13 +66,70 @@ def test_a_snapshot_of_other_boundaries_is_refused_and_replaced(
     new = _grid_of_boxes(shrink=0.5)  # one boundary changed: another generation
     assert generation(new) != generation(old)
     with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
-        assert load(path, generation(new)) is None
+        assert load(path, generation(new), boundaries(new)) is None
     assert "other boundaries" in caplog.text
     resolver = build_resolver(new, None, path)
     # the stale index would say the changed square still covers (0.75, 0.5)
     assert resolver.resolve(0.5, 0.75).jurisdiction is None
-    assert load(path, generation(new)) is not None  # replaced by the new one
-    assert load(path, generation(old)) is None
+    assert load(path, generation(new), boundaries(new)) is not None  # replaced by the new one
+    assert load(path, generation(old), boundaries(old)) is None
+
+
+def test_the_loaded_index_holds_the_jurisdictions_own_boundaries(tmp_path: Path) -> None:
+    # Each square is its own piece: the snapshot names it by position instead of storing it, and
+    # the loaded index holds the very objects it was given (a large registry is not held twice).
+    path = tmp_path / "s.sqlite.index"
+    entries = _grid_of_boxes()
+    build_resolver(entries, None, path)
+    fresh = [j.with_boundary(box(*j.boundary.bounds)) for j in entries]  # equal, not the same
+    index = load(path, generation(entries), boundaries(fresh))
+    assert index is not None and index.grid is not None
+    given = {id(j.boundary) for j in fresh}
+    assert {id(p) for p in index._pieces.tolist()} == given
+    lats, longs = _points(seed=5)
+    expected = BoundaryIndex(boundaries(entries)).covering_many(lats, longs)
+    for a, b in zip(index.covering_many(lats, longs), expected, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_a_snapshot_of_the_previous_format_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Format 1 pickled the whole index; the same boundaries and code in the old format are
+    # refused by the header, and the snapshot is rebuilt in the new one.
+    path = tmp_path / "s.sqlite.index"
+    entries = _grid_of_boxes()
+    build_resolver(entries, None, path)
+    data = path.read_bytes()
+    assert data.startswith(index_snapshot._MAGIC) and index_snapshot._MAGIC.endswith(b" 2\n")
+    path.write_bytes(b"GEOWEB-INDEX-SNAPSHOT 1\n" + data[len(index_snapshot._MAGIC) :])
+    with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
+        assert load(path, generation(entries), boundaries(entries)) is None
+    assert "other boundaries or code" in caplog.text
+    build_resolver(entries, None, path)
+    assert path.read_bytes().startswith(index_snapshot._MAGIC)
+
+
+def test_a_snapshot_that_does_not_fit_its_boundaries_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A header that matches over a state of other boundaries (as a file spliced by hand would
+    # be): the state does not fit the geometries it names, so it is not used.
+    path = tmp_path / "s.sqlite.index"
+    entries = _grid_of_boxes()
+    small = _grid_of_boxes(4)
+    build_resolver(small, None, path)
+    other = path.read_bytes()
+    build_resolver(entries, None, path)
+    data = path.read_bytes()
+    header = data[: data.index(b"\n", len(index_snapshot._MAGIC)) + 1]
+    path.write_bytes(header + other[other.index(b"\n", len(index_snapshot._MAGIC)) + 1 :])
+    with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
+        assert load(path, generation(entries), boundaries(entries)) is None
+        resolver = build_resolver(entries, None, path)
+    assert "damaged" in caplog.text
+    assert resolver.resolve(11.5, 11.5).jurisdiction is not None  # the 12 x 12 squares
+    assert load(path, generation(entries), boundaries(entries)) is not None
 
 
 def test_the_order_of_the_jurisdictions_is_part_of_the_key(tmp_path: Path) -> None:
@@ -83,7 +146,7 @@ def test_a_damaged_snapshot_is_rebuilt(
     expected = build_resolver(entries, None, None)
     build_resolver(entries, None, path)
     data = path.read_bytes()
-    header = data[: data.index(b"\n", len(b"GEOWEB-INDEX-SNAPSHOT 1\n")) + 1]
+    header = data[: data.index(b"\n", len(index_snapshot._MAGIC)) + 1]
     path.write_bytes(
         {
             "truncated": data[: len(data) // 2],
@@ -98,7 +161,7 @@ def test_a_damaged_snapshot_is_rebuilt(
     assert np.array_equal(
         resolver.index.covering_many(lats, longs)[1], expected.index.covering_many(lats, longs)[1]
     )
-    assert load(path, generation(entries)) is not None  # whole again
+    assert load(path, generation(entries), boundaries(entries)) is not None  # whole again
 
 
 def test_where_snapshots_are_kept(tmp_path: Path) -> None:
