@@ -183,7 +183,9 @@ def land_points(direct: Resolver, count: int, seed: int) -> list[tuple[float, fl
     return points
 
 
-def _summary(answer: Answer) -> tuple[str | None, str | None, tuple[str | None, ...]]:
+def answer_summary(answer: Answer) -> tuple[str | None, str | None, tuple[str | None, ...]]:
+    """What a DNS answer and the direct polygon answer must agree on: the chosen domain, the
+    endpoint, the alternatives' domains."""
     j = answer.jurisdiction
     return (
         j.domain if j else None,
@@ -304,7 +306,7 @@ def run(db: Path, workdir: Path, cold_points: int, shared_points: int, seed: int
         *((shared_set, shared[k].pop("answers")) for k in ("sequential", "warm", "concurrent")),
     ):
         for (lat, long), answer in zip(points, answers, strict=True):
-            mismatches += _summary(answer) != _summary(direct.resolve(lat, long))
+            mismatches += answer_summary(answer) != answer_summary(direct.resolve(lat, long))
     text = zone.read_text(encoding="utf-8")
     return {
         "zone": ZONE,

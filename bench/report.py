@@ -165,6 +165,10 @@ def _peers_section(p: dict[str, Any], t: dict[str, Any]) -> list[str]:
         "access_log": "/service without ÷ with its access log",
         "workers": "/service 2 workers ÷ 1 worker (target >= 1.5)",
         "postgis": "/service ÷ PostGIS behind aiohttp (target >= 3)",
+        "postgis_2_workers": "/service 2 workers ÷ PostGIS behind aiohttp (its database runs "
+        "in processes of its own)",
+        "postgis_trivial": "trivial handler ÷ PostGIS behind aiohttp (the most an aiohttp "
+        "handler reaches)",
     }
     out += [
         "",

@@ -318,6 +318,12 @@ def peers(
     }
     if with_postgis:
         out["ratios"]["postgis"] = httpbench.paired_ratios(out, "service", "postgis")
+        # The database side runs in processes of its own, so a server with a worker per core is
+        # the like-for-like peer; a constant handler's ratio bounds what any aiohttp handler gets.
+        out["ratios"]["postgis_2_workers"] = httpbench.paired_ratios(
+            out, "service_2_workers", "postgis"
+        )
+        out["ratios"]["postgis_trivial"] = httpbench.paired_ratios(out, "trivial", "postgis")
     return out
 
 

@@ -85,7 +85,7 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
     present = [g for g in geometries if g is not None]
     for kind in ("uniform", "mix"):
         lats, longs = workloads.points(kind, present, points, seed)
-        out[kind] = workloads.measure(resolver, tree, lats, longs, min(points, 10_000), 1)
+        out[kind] = workloads.measure(resolver, tree, lats, longs, min(points, 10_000), 3)
     return out
 
 

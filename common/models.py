@@ -153,6 +153,10 @@ def choose_endpoint(endpoints: Sequence[Endpoint]) -> tuple[Endpoint | None, tup
     order breaks ties. ``None`` when no endpoint is current GeoReport v2.
     """
 
+    if len(endpoints) == 1:  # most entries list one: nothing to order (batches ask per entry)
+        only = endpoints[0]
+        return (only, ()) if only.usable else (None, (only,))
+
     def rank(item: tuple[int, Endpoint]) -> tuple[int, int, int, int]:
         position, e = item
         return (
@@ -315,9 +319,12 @@ class ServiceMatch:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
-    """A jurisdiction covering the point, with how it relates to the concern."""
+    """A jurisdiction covering the point, with how it relates to the concern.
+
+    Not frozen, like :class:`Decision` that holds it: shared by every point with the same
+    covering set, so treat it as read-only."""
 
     jurisdiction: Jurisdiction
     concern_status: ConcernStatus
@@ -361,7 +368,7 @@ class Fallback:
         return replace(self, url=base.rstrip("/") + self.url) if self.relative else self
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """Who answers for a concern, given the jurisdictions covering a point.
 
@@ -370,6 +377,10 @@ class Decision:
     ``chosen`` is the responsible jurisdiction (when one covers the point and does not refuse the
     concern); ``endpoint`` is where to submit: the chosen jurisdiction's own endpoint, else the
     fallback's, else nothing. ``reason`` says why the fallback was needed.
+
+    Not frozen, though the core shares one decision between many points and answers: a batch over
+    a large registry takes a new decision for nearly every point, and a frozen dataclass costs
+    about three times as much to construct (the core never changes one; nothing else may).
     """
 
     concern: str | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -287,3 +288,30 @@ def test_clean_concern() -> None:
     assert clean_concern("   ") is None
     with pytest.raises(InvalidInput, match="at most"):
         clean_concern("x" * 201)
+
+
+def test_the_rank_is_area_then_id_as_python_sorts_them() -> None:
+    # Ranked for all jurisdictions at once (numpy): the order must be Python's on (area, id),
+    # ids compared by code point, equal areas included, and no boundary last.
+    rng = random.Random(7)
+    names = ["a", "B", "é", "z1", "z10", "z2", "Ω", "ä", "_", "0"]
+    jurisdictions = [
+        Jurisdiction(
+            f"{name}{i}",
+            name,
+            boundary=None if i % 7 == 0 else box(0, 0, size, size),
+            endpoints=(Endpoint("https://x.example/v2/"),),
+        )
+        for i, (name, size) in enumerate(
+            (rng.choice(names), rng.choice([0.5, 1.0, 2.0])) for _ in range(200)
+        )
+    ]
+    resolver = Resolver(jurisdictions)
+    expected = sorted(
+        range(len(jurisdictions)),
+        key=lambda p: (
+            jurisdictions[p].boundary.area if jurisdictions[p].boundary else math.inf,
+            jurisdictions[p].id,
+        ),
+    )
+    assert sorted(range(len(jurisdictions)), key=lambda p: resolver._rank[p]) == expected

@@ -288,6 +288,11 @@ ENDPOINTS = [
     ([], None, []),
     # ties keep the given order
     ([PROD, Endpoint("https://b.example/v2/")], PROD, [Endpoint("https://b.example/v2/")]),
+    # one alone: chosen when current, never when not (the rule's shortcut for a single one)
+    ([TEST], TEST, []),
+    ([HTML], HTML, []),
+    ([OLD], None, [OLD]),
+    ([OTHER], None, [OTHER]),
 ]
 
 

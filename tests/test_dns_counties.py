@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import dns.name
-import numpy as np
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -26,6 +25,7 @@ from dns_server import (
     loopback_discovery,
 )
 
+from bench.dnscold import answer_summary, land_points
 from common.models import Answer, Endpoint, Jurisdiction
 from discovery.dns_lookup import DnsUnavailable
 from discovery.dns_publish import Change, Plan, Publisher, PublishError, TsigKey
@@ -115,29 +115,6 @@ def _registry(db: Path) -> Resolver:
         return Resolver(store.jurisdictions())
 
 
-def _us_points(direct: Resolver, count: int, seed: int) -> list[tuple[float, float]]:
-    """Random points on US land (every one covered by a county), mostly the lower 48."""
-    rng = np.random.default_rng(seed)
-    boxes = [(-125, 24, -66, 50), (-170, 51, -130, 72), (-161, 18.5, -154, 22.5)]
-    points: list[tuple[float, float]] = []
-    while len(points) < count:
-        west, south, east, north = boxes[rng.choice(3, p=[0.85, 0.1, 0.05])]
-        lat, long = float(rng.uniform(south, north)), float(rng.uniform(west, east))
-        if len(direct.index.covering(lat, long)):
-            points.append((lat, long))
-    return points
-
-
-def _summary(answer: Answer) -> tuple[str | None, str | None, tuple[str | None, ...]]:
-    """What must agree: the chosen domain, the endpoint, the alternatives' domains."""
-    j = answer.jurisdiction
-    return (
-        j.domain if j else None,
-        answer.endpoint.url if answer.endpoint else None,
-        tuple(c.jurisdiction.domain for c in answer.decision.alternatives),
-    )
-
-
 async def _resolve_all(discovery: DnsDiscovery, points: list[tuple[float, float]]) -> list[Answer]:
     limit = asyncio.Semaphore(32)
 
@@ -162,12 +139,12 @@ async def test_1000_random_points_from_dns_alone_equal_the_polygon_answers(
     discovery: DnsDiscovery, registry_db: Path
 ) -> None:
     direct = _registry(registry_db)
-    points = _us_points(direct, 1000, seed=3)
+    points = land_points(direct, 1000, seed=3)
     # and some that no county covers (Gulf of Mexico, Canada, the Pacific)
     points += [(26.0, -90.0), (55.0, -100.0), (30.0, -140.0)]
     answers = await _resolve_all(discovery, points)
     for (lat, long), answer in zip(points, answers, strict=True):
-        assert _summary(answer) == _summary(direct.resolve(lat, long)), (lat, long)
+        assert answer_summary(answer) == answer_summary(direct.resolve(lat, long)), (lat, long)
     stats = discovery.lookup.stats
     # one cell query per point at most (neighbours share cells), plus the counties' records
     assert stats.queries < len(points) * 4
@@ -195,7 +172,7 @@ async def test_publishing_a_changed_endpoint_moves_exactly_that_countys_answers(
 ) -> None:
     direct = _registry(registry_db)
     county = direct.jurisdiction("06075")  # San Francisco
-    points = _us_points(direct, 150, seed=11)
+    points = land_points(direct, 150, seed=11)
     points += [(37.77, -122.42), (37.75, -122.45), (37.73, -122.39)]  # inside San Francisco
     before = await _resolve_all(discovery, points)
     args = _publish_args(knot, registry_db, documents)
@@ -216,7 +193,7 @@ async def test_publishing_a_changed_endpoint_moves_exactly_that_countys_answers(
     changed = [
         (p, a.endpoint.url if a.endpoint else None)
         for p, a, b in zip(points, after, before, strict=True)
-        if _summary(a) != _summary(b)
+        if answer_summary(a) != answer_summary(b)
     ]
     inside = {p for p in points if direct.resolve(*p).jurisdiction == county}
     assert {p for p, _ in changed} == inside and len(inside) >= 3
@@ -268,7 +245,7 @@ async def test_a_stopped_dns_server_keeps_answers_flowing_from_stale_cache(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     direct = _registry(registry_db)
-    points = _us_points(direct, 60, seed=5)
+    points = land_points(direct, 60, seed=5)
     fresh = await _resolve_all(discovery, points)
     await asyncio.sleep(TTL + 0.5)  # everything cached has expired
     knot.stop()
@@ -278,7 +255,7 @@ async def test_a_stopped_dns_server_keeps_answers_flowing_from_stale_cache(
             stale = await _resolve_all(discovery, points)
         assert time.monotonic() - started < 20
         for old, new in zip(fresh, stale, strict=True):
-            assert _summary(new) == _summary(old)
+            assert answer_summary(new) == answer_summary(old)
             flags = [p for p in new.decision.provenance if p.source == "cache"]
             assert flags and all(p.stale for p in flags)
             assert any("stale (RFC 8767)" in (p.note or "") for p in flags)
