@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import numpy as np
@@ -171,11 +173,11 @@ class Resolver:
     ) -> None:
         self.jurisdictions: tuple[Jurisdiction, ...] = tuple(jurisdictions)
         self.fallback = fallback
-        self._positions: dict[str, int] = {}
-        for position, jurisdiction in enumerate(self.jurisdictions):
-            if jurisdiction.id in self._positions:
-                raise InvalidInput(f"jurisdiction id {jurisdiction.id!r} appears twice")
-            self._positions[jurisdiction.id] = position
+        self._positions: dict[str, int] = {j.id: p for p, j in enumerate(self.jurisdictions)}
+        if len(self._positions) < len(self.jurisdictions):
+            counts = Counter(j.id for j in self.jurisdictions)
+            twice = next(i for i, n in counts.items() if n > 1)
+            raise InvalidInput(f"jurisdiction id {twice!r} appears twice")
         self.index = _index or BoundaryIndex([j.boundary for j in self.jurisdictions])
         # Most specific (smallest area) first, ties by id: np.lexsort sorts by its last key first,
         # and compares the ids by code point, as Python does.
@@ -375,10 +377,9 @@ def _why_not(candidate: Candidate, chosen: Candidate | None, concern: str | None
 
 def _index_generation(jurisdictions: Sequence[Jurisdiction]) -> str:
     """Names the whole set of boundaries an answer was computed on."""
-    digest = hashlib.sha256()
-    for j in sorted(jurisdictions, key=lambda j: j.id):
-        digest.update(f"{j.id}\0{j.boundary_generation or '-'}\n".encode())
-    return digest.hexdigest()[:16]
+    ordered = sorted(jurisdictions, key=attrgetter("id"))
+    text = "".join(f"{j.id}\0{j.boundary_generation or '-'}\n" for j in ordered)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class BatchAnswers(Sequence["Answer | GeoWebError"]):
