@@ -93,6 +93,28 @@ def test_round_trip_keeps_every_field(store_url: str) -> None:
     assert loaded.boundary is not None and loaded.boundary.equals(original.boundary)
 
 
+def test_equal_json_columns_are_read_once_and_shared(store_url: str) -> None:
+    # Entries of one import share their endpoints and provenance word for word: the read decodes
+    # each text once and hands every entry the same (immutable) value; a different text, and
+    # its own value, stays apart.
+    shared = {
+        "endpoints": (Endpoint("https://county.example/open311/v2/"),),
+        "provenance": (Provenance("boundary", "import", "counties.geojson"),),
+        "notes": ("repaired",),
+    }
+    entries = [_j(f"c{i}", **shared) for i in range(3)]
+    other = _j("x", endpoints=(Endpoint("https://x.example/v2/", type="test"),))
+    with Store(store_url) as store:
+        store.save([*entries, other], source="test")
+        loaded = {j.id: j for j in store.jurisdictions()}
+    first, *rest = (loaded[f"c{i}"] for i in range(3))
+    for j in rest:
+        assert j.endpoints is first.endpoints and j.provenance is first.provenance
+        assert j.notes is first.notes
+    assert first.endpoints == shared["endpoints"] and first.provenance == shared["provenance"]
+    assert loaded["x"].endpoints == other.endpoints and loaded["x"].services is None
+
+
 def test_existing_ids_need_replace_and_nothing_changes_without_it(store_url: str) -> None:
     with Store(store_url) as store:
         store.save([_j("a", notes=("first",))], source="one")

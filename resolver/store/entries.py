@@ -26,12 +26,12 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    cast,
     delete,
     func,
     select,
-    type_coerce,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from common.errors import InvalidInput, SnapshotRequired, StoreError
@@ -646,79 +646,147 @@ def _to_row(j: Jurisdiction, now: dt.datetime, serial: int, *, via: str | None) 
     )
 
 
-#: The columns :func:`_read_all` reads, JSON ones as their text (decoded by orjson, not by the
-#: ORM's ``json`` per column); PostgreSQL's driver may still hand them over decoded.
+#: The columns :func:`_read_all` reads, in the order :func:`_jurisdiction` takes them; the JSON
+#: ones cast to text on every backend (PostgreSQL's driver would decode them), for
+#: :class:`_Decoded`.
 _TABLE = JurisdictionRow.__table__
+_SCALARS = (
+    "id",
+    "name",
+    "boundary_generation",
+    "domain",
+    "jurisdiction_id",
+    "discovery_url",
+    "origin",
+    "version",
+    "origin_updated",
+    "expires",
+    "attested",
+)
+_JSON_COLUMNS = ("endpoints", "services", "provenance", "notes")
 _COLUMNS = [
-    _TABLE.c[name]
-    for name in (
-        "id",
-        "name",
-        "boundary_wkb",
-        "boundary_generation",
-        "domain",
-        "jurisdiction_id",
-        "discovery_url",
-        "origin",
-        "version",
-        "origin_updated",
-        "expires",
-        "attested",
-    )
-] + [type_coerce(_TABLE.c[name], Text) for name in ("endpoints", "services", "provenance", "notes")]
+    _TABLE.c.boundary_wkb,
+    *(_TABLE.c[name] for name in _SCALARS),
+    *(cast(_TABLE.c[name], Text) for name in _JSON_COLUMNS),
+]
 
 
-def _json(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
+def _endpoints(value: list[dict[str, Any]]) -> tuple[Endpoint, ...]:
+    return tuple(Endpoint.from_dict(e) for e in value)
+
+
+def _services(value: list[dict[str, Any]] | None) -> tuple[Service, ...] | None:
+    return None if value is None else tuple(Service.from_dict(s) for s in value)
+
+
+def _provenance(value: list[dict[str, Any]]) -> tuple[Provenance, ...]:
+    return tuple(Provenance(**p) for p in value)
+
+
+def _notes(value: list[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+class _Decoded:
+    """One JSON column's values, decoded once per distinct text.
+
+    The entries of one import or one mirror share their endpoints, provenance and notes word for
+    word, and what they decode to is immutable (tuples of frozen models), so equal texts share
+    one value: at a million entries this is most of a store read's time, and memory besides.
+    """
+
+    def __init__(self, build: Callable[[Any], Any]) -> None:
+        self._build = build
+        self._seen: dict[str | None, Any] = {}
+
+    def __call__(self, raw: str | None) -> Any:
+        seen = self._seen
+        if raw in seen:
+            return seen[raw]
+        value = seen[raw] = self._build(None if raw is None else orjson.loads(raw))  # SQL NULL
+        return value
 
 
 def _read_all(session: Session) -> list[Jurisdiction]:
-    """Every stored jurisdiction, ordered by id, read without the ORM: plain rows, the JSON
-    columns decoded by orjson, every boundary decoded by one vectorized ``from_wkb``. Loading a
-    large registry is what a server's start waits for."""
-    rows = session.execute(select(*_COLUMNS).order_by(_TABLE.c.id)).all()
+    """Every stored jurisdiction, ordered by id, read without the ORM: the driver's rows, the JSON
+    columns decoded once per distinct text, every boundary decoded by one vectorized
+    ``from_wkb``. Loading a large registry is what a server's start waits for."""
+    # The driver's own cursor: SQLAlchemy's result rows cost a second per million, and every
+    # column read here is a string, a number or bytes that needs no conversion of its.
+    connection = session.connection()
+    query = select(*_COLUMNS).order_by(_TABLE.c.id).compile(dialect=connection.dialect)
+    driver_error = connection.dialect.loaded_dbapi.Error
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(query))
+        rows = cursor.fetchall()
+    except driver_error as exc:  # raised as SQLAlchemy raises it, so callers see one kind
+        raise DBAPIError.instance(str(query), None, exc, driver_error) from exc
+    finally:
+        cursor.close()
     wkbs = np.empty(len(rows), dtype=object)
-    wkbs[:] = [row[2] for row in rows]
+    wkbs[:] = [row[0] for row in rows]
     boundaries = shapely.from_wkb(wkbs).tolist() if len(rows) else []
-    out = []
-    for row, boundary in zip(rows, boundaries, strict=True):
-        endpoints, services, provenance, notes = (_json(value) for value in row[-4:])
-        out.append(_jurisdiction(row, boundary, endpoints, services, provenance, notes))
-    return out
+    decoders = [_Decoded(build) for build in (_endpoints, _services, _provenance, _notes)]
+    endpoints, services, provenance, notes = decoders
+    return [
+        _jurisdiction(
+            boundary, *row[1:-4], endpoints(row[-4]), services(row[-3]), provenance(row[-2]),
+            notes(row[-1]),
+        )
+        for row, boundary in zip(rows, boundaries, strict=True)
+    ]  # fmt: skip
 
 
 def _to_model(row: JurisdictionRow) -> Jurisdiction:
     boundary = shapely.from_wkb(row.boundary_wkb) if row.boundary_wkb is not None else None
-    return _jurisdiction(row, boundary, row.endpoints, row.services, row.provenance, row.notes)
+    return _jurisdiction(
+        boundary,
+        *(getattr(row, name) for name in _SCALARS),
+        _endpoints(row.endpoints),
+        _services(row.services),
+        _provenance(row.provenance),
+        _notes(row.notes),
+    )
 
 
 def _jurisdiction(
-    row: Any,
     boundary: Any,
-    endpoints: list[dict[str, Any]],
-    services: list[dict[str, Any]] | None,
-    provenance: list[dict[str, Any]],
-    notes: list[str],
+    id: str,
+    name: str,
+    boundary_generation: str | None,
+    domain: str | None,
+    jurisdiction_id: str | None,
+    discovery_url: str | None,
+    origin: str | None,
+    version: int,
+    origin_updated: str | None,
+    expires: str | None,
+    attested: bool | None,
+    endpoints: tuple[Endpoint, ...],
+    services: tuple[Service, ...] | None,
+    provenance: tuple[Provenance, ...],
+    notes: tuple[str, ...],
 ) -> Jurisdiction:
-    """A stored entry as a model, from a row of either read (the ORM's, or the plain columns of
-    :func:`_read_all`, which name the same fields) and its boundary and JSON columns decoded."""
+    """A stored entry as a model, from either read (the ORM's, or the plain columns of
+    :func:`_read_all`), its boundary and JSON columns decoded."""
     return Jurisdiction(
-        id=row.id,
-        name=row.name,
+        id=id,
+        name=name,
         boundary=boundary,
-        boundary_generation=row.boundary_generation,
-        domain=row.domain,
-        jurisdiction_id=row.jurisdiction_id,
-        discovery_url=row.discovery_url,
-        endpoints=tuple(Endpoint.from_dict(e) for e in endpoints),
-        services=None if services is None else tuple(Service.from_dict(s) for s in services),
-        provenance=tuple(Provenance(**p) for p in provenance),
-        notes=tuple(notes),
-        origin=row.origin,
-        version=row.version,
-        updated=row.origin_updated,
-        expires=row.expires,
-        attested=bool(row.attested),
+        boundary_generation=boundary_generation,
+        domain=domain,
+        jurisdiction_id=jurisdiction_id,
+        discovery_url=discovery_url,
+        endpoints=endpoints,
+        services=services,
+        provenance=provenance,
+        notes=notes,
+        origin=origin,
+        version=version,
+        updated=origin_updated,
+        expires=expires,
+        attested=bool(attested),
     )
 
 
