@@ -6,6 +6,7 @@ The profile is written when the server stops (SIGINT, as Ctrl-C would).
 from __future__ import annotations
 
 import cProfile
+import signal
 import sys
 
 from resolver.cli.main import main as geoweb
@@ -13,6 +14,9 @@ from resolver.cli.main import main as geoweb
 
 def main() -> None:
     out, args = sys.argv[1], sys.argv[2:]
+    # A process started in the background by a shell inherits SIGINT ignored, and then Ctrl-C's
+    # signal would never stop the server nor write the profile.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     profile = cProfile.Profile()
     profile.enable()
     try:
