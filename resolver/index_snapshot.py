@@ -11,8 +11,13 @@ It holds the index's shared state (:meth:`BoundaryIndex.shared_state`): a bounda
 piece is named by position, not stored, and the loaded index holds the jurisdictions' own
 boundary objects, so a large registry is not held twice in memory.
 
+The arrays (most of a large index: 200 MB at a million jurisdictions) are kept out of the pickle,
+each at an aligned offset after it, and loaded by mapping the file: nothing is read or copied up
+front (reading and unpickling them took over a second at a million), the pages come from the
+page cache when first used, and the workers of one server share them.
+
 The snapshot of an SQLite store lies beside it (``<store>.index``); that of a database URL in the
-per-user cache directory. It holds pickled arrays: it is trusted as much as the store beside it.
+per-user cache directory. It holds a pickle: it is trusted as much as the store beside it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import pickle
 from collections.abc import Sequence
@@ -36,7 +42,11 @@ from resolver.core.decide import Resolver
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"GEOWEB-INDEX-SNAPSHOT 2\n"  # 2: the shared state; 1 pickled the index
+# 3: the arrays out of band, mapped; 2: the shared state, all in the pickle; 1: the index pickled
+_MAGIC = b"GEOWEB-INDEX-SNAPSHOT 3\n"
+#: Where each out-of-band array starts: a multiple of this, from the start of the file (the map
+#: is page-aligned), so that every array is aligned for its dtype.
+_ALIGN = 64
 
 
 @cache
@@ -71,6 +81,10 @@ def _header(generation: str) -> bytes:
     return _MAGIC + f"{generation} {_code_digest()}\n".encode("ascii")
 
 
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
+
+
 def load(
     path: Path, generation: str, geometries: Sequence[BaseGeometry | None]
 ) -> BoundaryIndex | None:
@@ -78,18 +92,22 @@ def load(
     else ``None`` (missing, stale or unreadable: said in the log). ``geometries`` are the
     boundaries of that generation, by position: the index holds them."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except FileNotFoundError:
+        return None
+    except ValueError:  # an empty file cannot be mapped
+        log.warning("index snapshot %s is empty: building the index", path)
         return None
     except OSError as exc:
         log.warning("index snapshot %s cannot be read (%s): building the index", path, exc)
         return None
     header = _header(generation)
-    if not data.startswith(header):
+    if mapped[: len(header)] != header:
         log.info("index snapshot %s is of other boundaries or code: building the index", path)
         return None
     try:
-        state = pickle.loads(memoryview(data)[len(header) :])
+        state = _state(mapped, len(header))
     except Exception as exc:  # a torn or damaged file: whatever unpickling says
         log.warning("index snapshot %s is damaged (%s): building the index", path, exc)
         return None
@@ -103,15 +121,45 @@ def load(
         return None
 
 
+def _state(mapped: mmap.mmap, start: int) -> object:
+    """The pickle after the header, its arrays read-only views of the map. The line after the
+    header gives the pickle's size and each array's, in bytes."""
+    end = mapped.find(b"\n", start)
+    if end < 0:
+        raise ValueError("no layout line")
+    stream_size, *sizes = (int(n) for n in mapped[start:end].split())
+    if stream_size < 0 or any(size < 0 for size in sizes):
+        raise ValueError("a negative size in the layout line")
+    view = memoryview(mapped)
+    position = end + 1 + stream_size
+    stream = view[end + 1 : position]
+    buffers = []
+    for size in sizes:
+        position = _aligned(position)
+        buffers.append(view[position : position + size])
+        position += size
+    if position != len(mapped):
+        raise ValueError(f"{len(mapped)} bytes where the layout says {position}")
+    return pickle.loads(stream, buffers=buffers)
+
+
 def save(path: Path, generation: str, index: BoundaryIndex) -> None:
     """Write the snapshot atomically (a reader sees the old file or the new one, whole); a
     store whose directory cannot be written to goes without."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickle.dumps(index.shared_state(), protocol=5, buffer_callback=buffers.append)
+    arrays = [buffer.raw() for buffer in buffers]
+    layout = " ".join(str(n) for n in (len(stream), *(a.nbytes for a in arrays)))
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("wb") as f:
             f.write(_header(generation))
-            pickle.dump(index.shared_state(), f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.write(f"{layout}\n".encode("ascii"))
+            f.write(stream)
+            for array in arrays:
+                f.write(bytes(_aligned(f.tell()) - f.tell()))
+                f.write(array)
         partial.replace(path)
     except OSError as exc:
         log.warning("index snapshot %s not written: %s", path, exc)

@@ -3,7 +3,10 @@ when they are not (or when it was written by other index code), rebuilt when dam
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import mmap
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -95,19 +98,63 @@ def test_the_loaded_index_holds_the_jurisdictions_own_boundaries(tmp_path: Path)
 def test_a_snapshot_of_the_previous_format_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Format 1 pickled the whole index; the same boundaries and code in the old format are
-    # refused by the header, and the snapshot is rebuilt in the new one.
+    # Format 2 held the same state with its arrays inside the pickle; the same boundaries and
+    # code in that format are refused by the header, and the snapshot is rebuilt in the new one.
     path = tmp_path / "s.sqlite.index"
     entries = _grid_of_boxes()
-    build_resolver(entries, None, path)
-    data = path.read_bytes()
-    assert data.startswith(index_snapshot._MAGIC) and index_snapshot._MAGIC.endswith(b" 2\n")
-    path.write_bytes(b"GEOWEB-INDEX-SNAPSHOT 1\n" + data[len(index_snapshot._MAGIC) :])
+    built = build_resolver(entries, None, path)
+    assert path.read_bytes().startswith(index_snapshot._MAGIC)
+    assert index_snapshot._MAGIC.endswith(b" 3\n")
+    made_by = path.read_bytes().split(b"\n")[1]  # generation and code digest
+    state = pickle.dumps(built.index.shared_state(), protocol=pickle.HIGHEST_PROTOCOL)
+    path.write_bytes(b"GEOWEB-INDEX-SNAPSHOT 2\n" + made_by + b"\n" + state)
     with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
         assert load(path, generation(entries), boundaries(entries)) is None
     assert "other boundaries or code" in caplog.text
     build_resolver(entries, None, path)
     assert path.read_bytes().startswith(index_snapshot._MAGIC)
+
+
+def test_the_loaded_arrays_are_read_only_views_of_the_file(tmp_path: Path) -> None:
+    # Nothing is copied at loading: the index's arrays are the mapped file's pages, which nothing
+    # may write to, and they answer as the index that was saved.
+    path = tmp_path / "s.sqlite.index"
+    entries = _grid_of_boxes()
+    built = build_resolver(entries, None, path)
+    index = load(path, generation(entries), boundaries(entries))
+    assert index is not None and index._grid is not None
+    for array in (index._owners, index._grid.top, index._grid.members):
+        assert not array.flags.writeable
+        base = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+        assert array.ctypes.data % 64 == 0  # aligned at its offset in the file
+    lats, longs = _points(seed=11)
+    for a, b in zip(
+        index.covering_many(lats, longs), built.index.covering_many(lats, longs), strict=True
+    ):
+        assert np.array_equal(a, b)
+    path.unlink()  # as a rebuild elsewhere replaces the file: the mapped pages stay readable
+    assert np.array_equal(
+        index.covering_many(lats, longs)[1], built.index.covering_many(lats, longs)[1]
+    )
+
+
+@pytest.mark.parametrize("layout", [b"12 -4\n", b"1 2 3\n", b"no sizes here\n"])
+def test_a_snapshot_whose_layout_does_not_fit_is_refused(
+    tmp_path: Path, layout: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.sqlite.index"
+    entries = _grid_of_boxes()
+    build_resolver(entries, None, path)
+    data = path.read_bytes()
+    header_end = data.index(b"\n", len(index_snapshot._MAGIC)) + 1
+    rest = data[data.index(b"\n", header_end) + 1 :]
+    path.write_bytes(data[:header_end] + layout + rest)
+    with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
+        assert load(path, generation(entries), boundaries(entries)) is None
+    assert "damaged" in caplog.text
 
 
 def test_a_snapshot_that_does_not_fit_its_boundaries_is_rebuilt(
@@ -135,6 +182,18 @@ def test_a_snapshot_that_does_not_fit_its_boundaries_is_rebuilt(
 def test_the_order_of_the_jurisdictions_is_part_of_the_key(tmp_path: Path) -> None:
     entries = _grid_of_boxes()
     assert generation(entries) != generation(entries[::-1])
+
+
+def test_the_key_names_each_position_by_id_and_boundary() -> None:
+    # One line per position: its id and its boundary's generation, ``-`` for none, and for a
+    # boundary nobody named the hash of its own bytes.
+    named = _grid_of_boxes(2)
+    unnamed = Jurisdiction(id="u", name="U", boundary=box(5, 5, 6, 6))
+    entries = [*named, Jurisdiction(id="none", name="None"), unnamed]
+    lines = [f"{j.id}\0{j.boundary_generation}\n" for j in named]
+    lines += ["none\0-\n", f"u\0{hashlib.sha256(box(5, 5, 6, 6).wkb).hexdigest()}\n"]
+    expected = hashlib.sha256("".join(lines).encode()).hexdigest()[:32]
+    assert generation(entries) == expected
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

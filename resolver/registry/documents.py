@@ -147,4 +147,5 @@ def load_jurisdictions(store: Store) -> tuple[list[Jurisdiction], str]:
     (:mod:`resolver.registry.embedded`), taken in when the store is opened for serving."""
     stored = store.jurisdictions()
     now = timestamp()
-    return [j for j in stored if not j.expired(now)], "store"
+    # Most entries never expire: one comparison each, not a call (a million at a server's start).
+    return [j for j in stored if j.expires is None or not j.expired(now)], "store"
