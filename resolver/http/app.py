@@ -1,5 +1,5 @@
-"""The aiohttp application: ``create_app`` puts the routes, the one error middleware and the
-runtime together (docs/architecture.md).
+"""The aiohttp application: ``create_app`` puts the routes, the one middleware and the runtime
+together (docs/architecture.md).
 
 Route modules: :mod:`~resolver.http.service` (``/service``), :mod:`~resolver.http.resolve`
 (``/v1/resolve``, ``/v1/concerns``), :mod:`~resolver.http.jurisdictions`,
@@ -30,7 +30,6 @@ from resolver.http import (
     service,
     site,
 )
-from resolver.http.errors import error_middleware
 from resolver.http.keys import (
     ANSWERER,
     DISCOVERY,
@@ -49,10 +48,9 @@ from resolver.http.keys import (
     first_worker,
 )
 from resolver.http.metrics import Metrics
-from resolver.http.operators import metrics_middleware
 from resolver.http.service import TYPE_CONCERN_PREFIX, TYPE_DISCOVERY, TYPE_OPEN311
 from resolver.http.serving import run_server
-from resolver.http.web import add_slash_aliases, web_middleware
+from resolver.http.web import WEB, WebLayer, add_slash_aliases
 from resolver.runtime import Runtime
 from resolver.sources.discovery import refresh_all
 
@@ -61,13 +59,13 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     """The whole HTTP service for these settings."""
-    # The one list of middlewares: every layer that wraps requests is added here.
-    # Outermost first: every request is counted; CORS, caching and compression see the JSON
-    # error answers too.
+    # The one middleware: counting, CORS, caching, compression and the error body, in one layer
+    # (each layer of aiohttp's costs every request a coroutine and a call).
     metrics = Metrics(lambda: app.get(RUNTIME))
-    middlewares = [metrics_middleware(metrics), web_middleware(settings), error_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    layer = WebLayer(settings, metrics)
+    app = web.Application(middlewares=[layer.middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[WEB] = layer
     app[SERVICE_BODIES] = {}
     app[METRICS] = metrics
     app.cleanup_ctx.append(runtime_ctx)

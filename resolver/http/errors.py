@@ -1,9 +1,10 @@
 """The one way the API answers a failure: ``{"error", "detail", "request_id", ...}`` as JSON.
 
 Every exception raised by a handler (or by routing: 404, 405) leaves through
-:func:`error_middleware`. A :class:`~common.errors.GeoWebError` says its own status and code; an
-aiohttp ``HTTPException`` keeps its status; an unreachable store is 503; anything else is a bug,
-logged with the request id and answered 500 with nothing internal in the body. The request id is
+:func:`error_answer`, called by the app's one middleware (:mod:`resolver.http.web`). A
+:class:`~common.errors.GeoWebError` says its own status and code; an aiohttp ``HTTPException``
+keeps its status; an unreachable store is 503; anything else is a bug, logged with the request id
+and answered 500 with nothing internal in the body. The request id is
 the caller's ``X-Request-Id`` when it is a sane one, so a client can quote it to an operator.
 """
 
@@ -17,7 +18,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.errors import GeoWebError, PayloadTooLarge
@@ -79,18 +79,15 @@ def _detail(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turns every failure into one JSON error answer (see the module's docstring)."""
-    try:
-        return await handler(request)
-    except GeoWebError as error:
-        fields = error.to_dict()
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The one error answer for a failure (see the module's docstring). An aiohttp
+    ``HTTPException`` below 400 (a redirect, a 304) is an answer, not a failure: the caller
+    passes it on as raised."""
+    if isinstance(exc, GeoWebError):
+        fields = exc.to_dict()
         code, detail = fields.pop("error"), fields.pop("detail")
-        return error_response(error.status, error_body(code, detail, request_id(request), **fields))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+        return error_response(exc.status, error_body(code, detail, request_id(request), **fields))
+    if isinstance(exc, web.HTTPException):
         rid = request_id(request)
         kept = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
         if isinstance(exc, web.HTTPRequestEntityTooLarge):
@@ -102,12 +99,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         else:
             body = error_body(exc.reason.lower().replace(" ", "_"), _detail(request, exc), rid)
         return error_response(exc.status, body, kept)
-    except SQLAlchemyError as exc:  # the store went away mid-run (a PostgreSQL restart, say)
+    if isinstance(exc, SQLAlchemyError):  # the store went away mid-run (a PostgreSQL restart)
         rid = request_id(request)
         log.warning("store unavailable (request %s): %s", rid, exc)
         detail = "the store is unavailable; try again shortly"
         return error_response(503, error_body("store_unavailable", detail, rid))
-    except ConnectionResetError:  # the client went away mid-request: nobody to answer
+    if isinstance(exc, ConnectionResetError):  # the client went away mid-request
         log.info(
             "client disconnected during %s %s (request %s)",
             request.method,
@@ -118,22 +115,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "client_disconnected", "the client closed the connection", request_id(request)
         )
         return error_response(400, body)
-    except Exception:
-        rid = request_id(request)
-        log.exception(
-            "unexpected failure answering %s %s (request %s)", request.method, request.path, rid
-        )
-        detail = (
-            "the server failed to answer this request; the failure is logged under this request id"
-        )
-        return error_response(500, error_body("internal_error", detail, rid))
+    rid = request_id(request)
+    log.error(
+        "unexpected failure answering %s %s (request %s)",
+        request.method,
+        request.path,
+        rid,
+        exc_info=exc,
+    )
+    detail = "the server failed to answer this request; the failure is logged under this request id"
+    return error_response(500, error_body("internal_error", detail, rid))
 
 
 __all__ = [
     "JSON",
     "REQUEST_ID_HEADER",
+    "error_answer",
     "error_body",
-    "error_middleware",
     "error_response",
     "json_response",
     "request_id",

@@ -127,8 +127,14 @@ class _RequestCollector(Collector):
             "HTTP requests answered, by route (its pattern), method and status.",
             labels=["route", "method", "status"],
         )
-        for (route, method, status), count in sorted(self._metrics.requests.items()):
-            requests.add_metric([route, method, str(status)], count)
+        routes = sorted((label, r) for label, r in self._metrics.routes.items() if r.counts)
+        counted = sorted(
+            ((label, method, status), count)
+            for label, route in routes
+            for (method, status), count in route.counts.items()
+        )
+        for (label, method, status), count in counted:
+            requests.add_metric([label, method, str(status)], count)
         yield requests
         latency = HistogramMetricFamily(
             "geoweb_request_duration_seconds",
@@ -136,10 +142,35 @@ class _RequestCollector(Collector):
             labels=["route"],
         )
         bounds = [*(f"{b:g}" for b in LATENCY_BUCKETS), "+Inf"]
-        for route, counts in sorted(self._metrics.latency.items()):
+        for label, route in routes:
+            counts = route.latency
             buckets = list(zip(bounds, accumulate(counts[:-1]), strict=True))
-            latency.add_metric([route], buckets, sum_value=counts[-1])
+            latency.add_metric([label], buckets, sum_value=counts[-1])
         yield latency
+
+
+class RouteMetrics:
+    """One route's request counts and latency histogram. The middleware keeps this object per
+    route, so counting a request is a few operations on plain numbers, read by the scrape on the
+    same event loop: prometheus_client's locked counters and histograms take several
+    microseconds."""
+
+    __slots__ = ("counts", "latency")
+
+    def __init__(self) -> None:
+        #: Requests by (method, status).
+        self.counts: dict[tuple[str, int], int] = {}
+        #: The count in each latency bucket (the last one past every bound), then the sum.
+        self.latency = [0.0] * (len(LATENCY_BUCKETS) + 2)
+
+    def observe(self, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        key = (method, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        latency = self.latency
+        latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        latency[-1] += seconds
 
 
 class Metrics:
@@ -176,23 +207,20 @@ class Metrics:
             registry=registry,
         )
         registry.register(_CacheCollector(runtime))
-        #: Requests by (route, method, status); latency by route: the count in each bucket
-        #: (the last one past every bound), then the sum. Plain numbers, counted on the event
-        #: loop and read there by the scrape: a fraction of a microsecond per request, where
-        #: prometheus_client's locked counters and histograms take several.
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[str, list[float]] = {}
+        #: Request counts and latency by route label (a trailing-slash alias shares its route's).
+        self.routes: dict[str, RouteMetrics] = {}
         registry.register(_RequestCollector(self))
+
+    def route(self, label: str) -> RouteMetrics:
+        """The counts of one route label, made on first use."""
+        found = self.routes.get(label)
+        if found is None:
+            found = self.routes[label] = RouteMetrics()
+        return found
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        key = (route, method, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        counts = self.latency.get(route)
-        if counts is None:
-            counts = self.latency[route] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        counts[-1] += seconds
+        self.route(route).observe(method, status, seconds)
 
     def refreshed(
         self, _jurisdiction: str, ok: bool, _reason: str | None, _url: str | None
@@ -214,4 +242,11 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["LATENCY_BUCKETS", "UNMATCHED", "Metrics", "MirrorFacts", "StoreFacts"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "UNMATCHED",
+    "Metrics",
+    "MirrorFacts",
+    "RouteMetrics",
+    "StoreFacts",
+]

@@ -1,5 +1,6 @@
-"""For the people running the service: ``GET /metrics``, the middleware that counts every request
-(:mod:`resolver.http.metrics`), and the JSON access log (``--access-log-json``)."""
+"""For the people running the service: ``GET /metrics`` (:mod:`resolver.http.metrics`; every
+request is counted by the app's one middleware, :mod:`resolver.http.web`), and the JSON access
+log (``--access-log-json``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import time
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_request import BaseRequest
 
 from resolver.http.errors import REQUEST_ID_HEADER
 from resolver.http.keys import METRICS, REGISTRY
-from resolver.http.metrics import UNMATCHED, Metrics, MirrorFacts, StoreFacts
+from resolver.http.metrics import MirrorFacts, StoreFacts
+from resolver.http.web import resource_label
 from resolver.store.aio import in_thread
 
 #: The media type of Prometheus's text exposition format.
@@ -50,35 +51,7 @@ def route_label(request: BaseRequest) -> str:
         resource = request.match_info.route.resource if isinstance(request, web.Request) else None
     except AssertionError:  # a request aiohttp could not parse never reached the router
         resource = None
-    if resource is None:
-        return UNMATCHED
-    # A route's trailing-slash alias counts as the route.
-    return resource.canonical.rstrip("/") or "/"
-
-
-def metrics_middleware(metrics: Metrics) -> Middleware:
-    """Counts every request by route, method and status, and times it, into ``metrics``."""
-    labels: dict[object, str] = {}  # route label by resource: computed once each
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:  # a redirect or 304 raised past the error middleware
-            status = exc.status
-            raise
-        finally:
-            resource = request.match_info.route.resource
-            label = labels.get(resource)
-            if label is None:
-                label = labels[resource] = route_label(request)
-            metrics.observe(label, request.method, status, time.perf_counter() - start)
-
-    return middleware
+    return resource_label(resource)
 
 
 class JsonAccessLogger(AbstractAccessLogger):
@@ -101,4 +74,4 @@ class JsonAccessLogger(AbstractAccessLogger):
         self.logger.info(orjson.dumps(entry).decode())
 
 
-__all__ = ["PROMETHEUS", "JsonAccessLogger", "add_routes", "metrics_middleware", "route_label"]
+__all__ = ["PROMETHEUS", "JsonAccessLogger", "add_routes", "route_label"]

@@ -9,11 +9,11 @@ from urllib.parse import quote, unquote, urlsplit
 import orjson
 from aiohttp import web
 
-from common.models import Answer, Jurisdiction
+from common.models import Answer, Decision, Jurisdiction
 from resolver.http.errors import JSON
 from resolver.http.keys import ANSWERER, SERVICE_BODIES, SERVICE_BODIES_KEPT
-from resolver.http.params import base_url, point
-from resolver.http.web import answer_headers
+from resolver.http.params import base_url, point_in, query_params
+from resolver.http.web import WEB
 
 #: GeoWeb DNS type: the Open311 GeoReport v2 endpoint of the jurisdiction responsible for the point
 #: (the type the Open311 wiki's GeoWeb DNS page uses as its example).
@@ -79,44 +79,52 @@ async def geowebdns_service(request: web.Request) -> web.Response:
     """``GET /service?lat=&long=&type=``: the GeoWeb DNS protocol as the Open311 wiki defines it.
     Results are for "any of the given types": a type this server does not answer is ignored
     (only unknown types: 404 with no results), and each result names its type as asked."""
-    lat, long = point(request)
-    types = tuple(dict.fromkeys(request.query.getall("type", ()))) or DEFAULT_TYPES
-    concerns = {
-        type_uri: concern
-        for type_uri in types
-        if (concern := _service_concern(type_uri)) is not _UNKNOWN
-    }
-    answerer = request.app[ANSWERER]
+    params = query_params(request)
+    lat, long = point_in(params)
+    asked = params.get("type")
+    types = tuple(dict.fromkeys(asked)) if asked else DEFAULT_TYPES
+    concerns, asked_concerns = _service_concerns(types)
+    app = request.app
+    answerer = app[ANSWERER]
     # One answer per concern, however many types ask for it (the two default types share one).
     # A body is made of each decision's jurisdiction, endpoint and fallback; its provenance,
-    # which changes from one request to the next, is not in the body.
-    answers: dict[str | None, Answer] = {}
+    # which may change from one request to the next, is not in the body.
+    answers: list[Answer] = []
+    decisions: list[Decision] = []
     parts: list[object] = []
-    for concern in concerns.values():
-        if concern not in answers:
-            decision = (answer := await answerer.answer(lat, long, concern)).decision
-            answers[concern] = answer
-            parts += (decision.chosen, decision.endpoint, decision.fallback)
+    for concern in asked_concerns:
+        answer = await answerer.answer(lat, long, concern)
+        answers.append(answer)
+        decision = answer.decision
+        decisions.append(decision)
+        parts += (decision.chosen, decision.endpoint, decision.fallback)
     base = base_url(request)
-    bodies = request.app[SERVICE_BODIES]
+    bodies = app[SERVICE_BODIES]
     key = (types, base, *map(id, parts))
     cached = bodies.get(key)
     if cached is None:
+        by_concern = {c: a.at(base) for c, a in zip(asked_concerns, answers, strict=True)}
         results = [
             result
-            for type_uri, concern in concerns.items()
-            if (result := _service_result(base, type_uri, answers[concern].at(base))) is not None
+            for type_uri, concern in zip(types, concerns, strict=True)
+            if concern is not _UNKNOWN
+            and (result := _service_result(base, type_uri, by_concern[concern])) is not None
         ]
         if len(bodies) >= SERVICE_BODIES_KEPT:
             bodies.clear()
         cached = bodies[key] = (parts, orjson.dumps({"results": results}), bool(results))
     _, body, found = cached
-    return web.Response(
-        body=body,
-        status=200 if found else 404,
-        content_type=JSON,
-        headers=answer_headers(request, answers.values()),
-    )
+    return app[WEB].answer(body, 200 if found else 404, decisions)
+
+
+@functools.lru_cache(maxsize=256)
+def _service_concerns(
+    types: tuple[str, ...],
+) -> tuple[tuple[str | None, ...], tuple[str | None, ...]]:
+    """The concern of each type (:func:`_service_concern`), and the distinct concerns of the
+    types this server answers, in order; remembered per list of types."""
+    concerns = tuple(_service_concern(type_uri) for type_uri in types)
+    return concerns, tuple(c for c in dict.fromkeys(concerns) if c is not _UNKNOWN)
 
 
 #: What :func:`_service_concern` says of a type this server does not answer.

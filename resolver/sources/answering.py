@@ -22,7 +22,7 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from common.errors import GeoWebError
-from common.models import Answer, Jurisdiction
+from common.models import Answer, Decision, Jurisdiction
 from resolver.core.decide import Resolver
 
 T = TypeVar("T")
@@ -70,6 +70,10 @@ class Answerer:
         self._in_flight: dict[str, asyncio.Task[Jurisdiction]] = {}
         #: Jurisdictions whose refresh raised, and until when they are not asked again.
         self._failed_until: dict[str, float] = {}
+        #: By id of a core decision (kept here, so the id is not reused): it as served from the
+        #: cache. One decision object per core decision, so what is kept per decision downstream
+        #: (HTTP bodies, cache lifetimes) is found again.
+        self._served: dict[int, tuple[Decision, Decision]] = {}
 
     @property
     def resolver(self) -> Resolver:
@@ -94,7 +98,7 @@ class Answerer:
             and any(s.needs(j, now) for s in self.sources)
         ]
         if not stale:
-            return _from_cache(answer)
+            return self._from_cache(answer)
         await self.refresh(stale)
         return self._resolver.resolve(lat, long, concern)
 
@@ -133,6 +137,19 @@ class Answerer:
             tasks.append(task)
         return list(await asyncio.gather(*tasks))
 
+    def _from_cache(self, answer: Answer) -> Answer:
+        """The answer as served without asking anyone (see :func:`_from_cache`)."""
+        decision = answer.decision
+        found = self._served.get(id(decision))
+        if found is None:
+            if len(self._served) >= SERVED_KEPT:
+                self._served.clear()
+            found = self._served[id(decision)] = (decision, _from_cache(decision))
+        served = found[1]
+        if served is decision:
+            return answer
+        return Answer(answer.lat, answer.long, served, answer.index_generation)
+
     def _forget(self, key: str, _task: object) -> None:
         self._in_flight.pop(key, None)
 
@@ -163,17 +180,16 @@ class Answerer:
 
 #: Sources whose facts were fetched from the outside world when first obtained.
 _FETCHED = ("dns", "discovery")
+#: Decisions an answerer remembers as served from the cache (it forgets them all when full).
+SERVED_KEPT = 16384
 
 
-def _from_cache(answer: Answer) -> Answer:
-    """The answer as served without asking anyone: its DNS and discovery facts, fetched by an
+def _from_cache(decision: Decision) -> Decision:
+    """The decision as served without asking anyone: its DNS and discovery facts, fetched by an
     earlier request and still fresh, are reported as coming from the cache."""
-    decision = answer.decision
     if not any(p.source in _FETCHED for p in decision.provenance):
-        return answer
+        return decision
     provenance = tuple(
         replace(p, source="cache") if p.source in _FETCHED else p for p in decision.provenance
     )
-    return Answer(
-        answer.lat, answer.long, replace(decision, provenance=provenance), answer.index_generation
-    )
+    return replace(decision, provenance=provenance)
