@@ -3,8 +3,9 @@
 ``python -m bench.startup_probe DB`` prints one JSON object.
 
 ``python -m bench.startup_probe DB --serve`` times instead the steps of a one-worker
-``geoweb serve`` start up to its app, in the order it takes them, with the index snapshot beside
-the store (written first when missing, which is not timed): each step's wall and CPU seconds.
+``geoweb serve`` start up to its app, by calling what the server calls, with the index snapshot
+beside the store (written first when missing, which is not timed): each step's wall and CPU
+seconds; the server's own log line (on stderr) splits the load into the store read and the index.
 What follows (the app's start, binding, the first ``/healthz``) is what ``bench.serve_start``
 measures beyond these.
 """
@@ -12,6 +13,7 @@ measures beyond these.
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import sys
 import time
@@ -38,44 +40,29 @@ def serve_steps(db: str) -> dict[str, Any]:
     # What `geoweb serve` imports.
     import resolver.cli.main
     from resolver.config import Settings
-    from resolver.core.decide import Resolver, choose_fallback
-    from resolver.index_snapshot import build_resolver, generation, load, snapshot_path
-    from resolver.registry.documents import load_jurisdictions
+    from resolver.index_snapshot import snapshot_path
     from resolver.registry.embedded import open_store
+    from resolver.runtime import load_registry, preload
 
     step("imports")
     settings = Settings(db=db)
-    path = snapshot_path(settings.db_path)
-    if not path.exists():
-        with open_store(settings) as store:
-            build_resolver(load_jurisdictions(store)[0], None, path)
+    if not snapshot_path(settings.db_path).exists():
+        preload(settings)  # writes the snapshot
         clock[:] = [time.perf_counter(), time.process_time()]
     store = open_store(settings)
     step("open_store")  # the schema check and the embedded layer's
-    serial = store.serial
-    jurisdictions, _source = load_jurisdictions(store)
+    # The server's own load: its log line splits this step into the store read and the index.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    preloaded = load_registry(settings, store)
     store.close()
-    step("load_jurisdictions")
-    fallback = choose_fallback(
-        settings.fallback_url,
-        settings.fallback_name,
-        adhoc=settings.adhoc,
-        public_url=settings.public_url,
-    )
-    built_from = generation(jurisdictions)
-    step("snapshot_key")
-    index = load(path, built_from, [j.boundary for j in jurisdictions])
-    if index is None:
-        raise RuntimeError(f"the snapshot {path} was not used")
-    step("snapshot_load")
-    resolver = Resolver(jurisdictions, fallback=fallback, _index=index)
-    step("resolver")
+    step("load_registry")
+    resolver = preloaded.resolver
     gc.collect()
     gc.freeze()
     step("gc_collect_freeze")
     return {
         "jurisdictions": len(resolver),
-        "serial": serial,
+        "serial": preloaded.serial,
         "steps": steps,
         "total_s": sum(s["wall_s"] for s in steps.values()),
         "peak_rss_mib": _rss_kib() / 1024,

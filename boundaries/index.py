@@ -1001,8 +1001,7 @@ class _Builder:
         through = ~self._inside(ax, ay, level, ii[c], jj[c])
         through &= ~self._inside(bx, by, level, ii[c], jj[c])
         if len(c):
-            starts = np.flatnonzero(np.diff(c, prepend=-1))
-            sizes = np.diff(np.append(starts, len(c)))
+            starts, sizes = _runs(c)
             crossed = np.logical_and.reduceat(through, starts)
             chord_cells = c[starts[crossed]]
             kind[chord_cells] = _LINE
@@ -1024,8 +1023,7 @@ class _Builder:
     ) -> NDArray[np.int32]:
         """New fans, one per run of equal numbers in ``fans`` (ascending), with these rays
         (rows u, v, du, dv; and the vertices each starts at and runs to); their numbers."""
-        starts = np.flatnonzero(np.diff(fans, prepend=-1))
-        sizes = np.diff(np.append(starts, len(fans)))
+        starts, sizes = _runs(fans)
         first = len(self.fan_start)
         self._fan_start.extend(self.ray.shape[1] + starts)
         self._fan_rays.extend(sizes)
@@ -1066,15 +1064,14 @@ class _Builder:
         # of constant longitude or latitude: most busy cells have two vertices or more.
         one = in_a ^ in_b
         upright = (seg[:, 0] == seg[:, 2]) | (seg[:, 1] == seg[:, 3])
-        starts = np.flatnonzero(np.diff(c, prepend=-1))
+        starts, sizes = _runs(c)
         maybe = np.logical_and.reduceat(one | (~in_a & ~in_b & upright), starts)
-        keep = np.repeat(maybe, np.diff(np.append(starts, len(c))))
+        keep = np.repeat(maybe, sizes)
         if not keep.any():
             return
         c, s, seg, in_a, one = c[keep], s[keep], seg[keep], in_a[keep], one[keep]
         # The vertex: the end in the cell of the cell's first segment that has one end there.
-        starts = np.flatnonzero(np.diff(c, prepend=-1))
-        sizes = np.diff(np.append(starts, len(c)))
+        starts, sizes = _runs(c)
         owner = np.repeat(np.arange(len(starts)), sizes)
         first = np.full(len(starts), -1, dtype=np.intp)
         at = np.flatnonzero(one)[::-1]
@@ -1113,8 +1110,7 @@ class _Builder:
         # Counter-clockwise in each cell; then the angle from each ray to the next.
         order = np.lexsort((np.arctan2(d[:, 1], d[:, 0]), c))
         c, v, d, v_id, far_id = c[order], v[order], d[order], v_id[order], far_id[order]
-        starts = np.flatnonzero(np.diff(c, prepend=-1))
-        sizes = np.diff(np.append(starts, len(c)))
+        starts, sizes = _runs(c)
         nxt = np.arange(len(c)) + 1
         nxt[starts + sizes - 1] = starts
         cross = d[:, 0] * d[nxt, 1] - d[:, 1] * d[nxt, 0]
@@ -1575,6 +1571,13 @@ def _clear_stretch(
     lo = np.where(above_a, 0.0, np.where(above_b, cross, 2.0))
     hi = np.where(above_b, 1.0, np.where(above_a, cross, -1.0))
     return lo, hi
+
+
+def _runs(keys: NDArray[Any]) -> tuple[IntArray, IntArray]:
+    """Where each run of equal values in ``keys`` (grouped, as sorted keys are) starts, and its
+    length."""
+    starts = np.flatnonzero(np.diff(keys, prepend=-1))
+    return starts, np.diff(np.append(starts, len(keys)))
 
 
 def _spans(starts: NDArray[Any], counts: NDArray[Any]) -> IntArray:
