@@ -335,6 +335,13 @@ async def test_healthz(client: TestClient[Any, Any]) -> None:
     assert body["with_boundary"] == 59 and body["jurisdictions"] == 82
     assert body["layers"]["embedded"]["entries"] == 82
     assert body["layers"]["local"]["entries"] == 0
+    # worked out once per registry: a change is counted at once
+    answerer = client.app[ANSWERER]
+    sf = answerer.resolver.jurisdiction("san-francisco-ca")
+    await answerer.update([replace(sf, id="sf-local", origin=None)])  # this registry's own
+    again = await _json(await client.get("/healthz"))
+    assert again["jurisdictions"] == 83 and again["with_boundary"] == 60
+    assert again["layers"]["local"]["entries"] == 1
 
 
 async def test_counties_store_over_http(aiohttp_client: ClientFactory, counties_db: Path) -> None:

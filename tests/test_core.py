@@ -315,3 +315,15 @@ def test_the_rank_is_area_then_id_as_python_sorts_them() -> None:
         ),
     )
     assert sorted(range(len(jurisdictions)), key=lambda p: resolver._rank[p]) == expected
+
+
+def test_a_batch_leaves_the_decisions_kept_for_single_points() -> None:
+    # 64 side-by-side cells, a cache of 8: the batch takes 64 decisions, more than the cache holds
+    cells = [_jurisdiction(f"cell-{i}", box(i, 0, i + 1, 1)) for i in range(64)]
+    resolver = Resolver(cells, decision_cache_size=8)
+    first = resolver.resolve(0.5, 0.5)
+    batch = resolver.resolve_many([0.5] * 64, [i + 0.5 for i in range(64)])
+    assert [a.jurisdiction.id for a in batch] == [f"cell-{i}" for i in range(64)]  # type: ignore[union-attr]
+    assert batch[0].decision is first.decision  # type: ignore[union-attr]  # read from the cache
+    assert resolver.resolve(0.25, 0.75).decision is first.decision  # still kept
+    assert resolver.resolve(0.5, 10.5).decision is not batch[10].decision  # type: ignore[union-attr]

@@ -25,6 +25,7 @@ from resolver.config import Settings
 from resolver.core.decide import Resolver, parse_coordinate
 from resolver.http.app import create_app
 from resolver.http.errors import JSON
+from resolver.http.keys import ANSWERER
 from resolver.http.params import point_in, query_params
 from resolver.http.resolve import answer_body
 from resolver.http.web import COMPRESS_ABOVE, Keep, max_age
@@ -263,3 +264,21 @@ async def test_every_request_is_counted_even_when_not_answered_by_the_handler(
     assert counted['geoweb_requests_total{method="GET",route="/service",status="400"}'] == 1
     # a preflight matches no route of its own (the route takes no OPTIONS): one label for all
     assert counted['geoweb_requests_total{method="OPTIONS",route="unmatched",status="204"}'] == 1
+
+
+async def test_serving_leaves_the_shared_decisions_as_they_were(
+    client: TestClient[Any, Any],
+) -> None:
+    # The core shares one decision between every point with the same covering jurisdictions and
+    # every request that asks for it; what serving keeps beside it must not change it.
+    resolver = client.app[ANSWERER].resolver
+    points = [(37.7793, -122.4193, None), (37.7793, -122.4193, "pothole"), (30.5, -39.5, None)]
+    before = [repr(resolver.resolve(lat, long, concern).decision) for lat, long, concern in points]
+    for lat, long, concern in points:
+        query = {"lat": str(lat), "long": str(long), **({"concern": concern} if concern else {})}
+        assert (await client.get("/v1/resolve", params=query)).status == 200
+        assert (await client.get("/service", params={**query, "type": TYPE})).status in (200, 404)
+    rows = [{"lat": lat, "long": long, "concern": concern or ""} for lat, long, concern in points]
+    assert (await client.post("/v1/resolve", json=rows)).status == 200
+    after = [repr(resolver.resolve(lat, long, concern).decision) for lat, long, concern in points]
+    assert after == before

@@ -293,18 +293,25 @@ class Resolver:
         answers = self.resolve_many(lats, longs, concerns)
         return [errors.get(i) or answer for i, answer in enumerate(answers)]
 
-    def decide(self, concern: str | None, positions: Sequence[int]) -> Decision:
+    def decide(
+        self, concern: str | None, positions: Sequence[int], *, keep: bool = True
+    ) -> Decision:
         """The decision for a concern given the covering jurisdictions' positions, ascending.
 
-        Cached: the cache forgets everything when full, which is rare (a resolver has at most a
-        few decisions per jurisdiction and concern) and keeps each hit to one dict lookup.
+        Cached: the cache forgets everything when full, which is rare for single points (a
+        resolver has at most a few decisions per jurisdiction and concern) and keeps each hit to
+        one dict lookup. ``keep=False`` reads the cache but leaves a new decision out of it: a
+        batch shares its own decisions, and one over a large registry would otherwise fill the
+        cache and empty it for the single points a server answers.
         """
         key = (concern, tuple(positions))
         decision = self._decisions.get(key)
         if decision is None:
-            if len(self._decisions) >= self._decision_cache_size:
-                self._decisions.clear()
-            decision = self._decisions[key] = self._decide(concern, key[1])
+            decision = self._decide(concern, key[1])
+            if keep:
+                if len(self._decisions) >= self._decision_cache_size:
+                    self._decisions.clear()
+                self._decisions[key] = decision
         return decision
 
     def candidate(self, position: int, concern: str | None) -> Candidate:
@@ -432,7 +439,7 @@ class BatchAnswers(Sequence["Answer | GeoWebError"]):
                 continue
             concern, key = concern_values[code // width], code % width - 1
             members = () if key < 0 else sets.get(key, (key,))
-            self.decisions.append(resolver.decide(concern, members))
+            self.decisions.append(resolver.decide(concern, members, keep=False))
         #: Which of ``decisions`` each point has; -1 for a point with an error.
         self.decision_index: npt.NDArray[np.intp] = np.where(usable, inverse, -1)
         self._index_list: list[int] = self.decision_index.tolist()
