@@ -372,5 +372,19 @@ def profile_service(
     prof = workdir / "serve.prof"
     args = ["-m", "bench.profserve", str(prof), *geoweb_serve_args(db, port)[2:]]
     with server(args, port, workdir / "profserve.log") as process:
+        process.send_signal(signal.SIGUSR1)  # the load alone: not the start, nor the stop
         load(process.pid, port, files["service"], 8, duration, 1_000_000)
+        process.send_signal(signal.SIGUSR2)
+        _wait_for(prof)
     return prof
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> None:
+    """Until ``path`` exists and its size holds still (a profile being written), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    size = -1
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size == size > 0:
+            return
+        size = path.stat().st_size if path.exists() else -1
+        time.sleep(0.05)
