@@ -255,7 +255,7 @@ def _scale_section(large: dict[str, Any] | None) -> list[str]:
             f"{steps['snapshot_load']['s']:.2f} s |",
         ]
     out += [
-        f"| peak RSS of that process | {large['peak_rss_mib']:.0f} MiB |",
+        f"| peak RSS of that process from the store load on | {large['peak_rss_mib']:.0f} MiB |",
     ]
     for kind in ("uniform", "mix"):
         m = large[kind]
@@ -509,7 +509,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"A fresh `python -m bench.startup_probe` process per run, median of {st['runs']}: "
         "import the packages, open the store and load every jurisdiction, build the Resolver "
-        "(STRtree, subdivision, GEOS preparation). Peak RSS is `ru_maxrss` of that process.",
+        "(STRtree, subdivision, GEOS preparation). Peak RSS is that process's own high-water mark "
+        "(`VmHWM`; `ru_maxrss` would start at the peak of the bench that started it).",
         "",
         "| step | seconds |",
         "| --- | ---: |",

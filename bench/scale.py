@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -23,15 +22,7 @@ from typing import Any
 
 import shapely
 
-from . import serve_start, synthetic, workloads
-
-
-def _rss_mib() -> float:
-    """The resident set now (not the peak), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")  # pragma: no cover (not Linux)
+from . import memory, serve_start, synthetic, workloads
 
 
 def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
@@ -46,9 +37,12 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
 
     def step(name: str, started: float) -> float:
         now = time.perf_counter()
-        steps[name] = {"s": now - started, "rss_mib": _rss_mib()}
+        steps[name] = {"s": now - started, "rss_mib": memory.rss_kib() / 1024}
         return now
 
+    # This runs in the bench's own process: its peak so far (another registry, an earlier run)
+    # is not this registry's.
+    memory.reset_peak_rss()
     start = time.perf_counter()
     with Store(db) as store:
         jurisdictions, _ = load_jurisdictions(store)
@@ -78,7 +72,7 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
         index_without_grid_s=bare_done - loaded,
         snapshot_bytes=snapshot_bytes,
         steps=steps,
-        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mib=memory.peak_rss_kib() / 1024,
         grid=None if grid is None else repr(grid),
     )
     tree = shapely.STRtree(geometries)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import sys
 import time
 from typing import Any
 
 
 def _rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # Not ru_maxrss: this process would report the peak of the bench that started it.
+    from bench.memory import peak_rss_kib
+
+    return peak_rss_kib()
 
 
 def serve_steps(db: str) -> dict[str, Any]:
