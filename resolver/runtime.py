@@ -13,6 +13,7 @@ is configured): a point answered by the CLI is answered as the API answers it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -81,6 +82,7 @@ def load_registry(settings: Settings, store: Store) -> Preloaded:
         public_url=settings.public_url,
     )
     resolver = build_resolver(jurisdictions, fallback, path)
+    release_freed_memory()
     log.info(
         "loaded %d jurisdictions in %.2f s; index ready in %.2f s",
         len(jurisdictions),
@@ -88,6 +90,20 @@ def load_registry(settings: Settings, store: Store) -> Preloaded:
         time.perf_counter() - loaded,
     )
     return Preloaded(resolver, source, serial)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the load and the index build back to the system.
+
+    glibc keeps freed blocks in its own lists rather than returning them: after building the
+    index of 100,000 jurisdictions the process held 440 MB more than before, of which 365 MB
+    were free. A server keeps its registry for days, so those pages would stay resident (and,
+    with workers, be counted in each). Elsewhere than glibc this does nothing."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
 
 
 def fetch_limits(settings: Settings) -> FetchLimits:
@@ -214,4 +230,12 @@ class Runtime:
         )
 
 
-__all__ = ["Preloaded", "RefreshHook", "Runtime", "fetch_limits", "load_registry", "preload"]
+__all__ = [
+    "Preloaded",
+    "RefreshHook",
+    "Runtime",
+    "fetch_limits",
+    "load_registry",
+    "preload",
+    "release_freed_memory",
+]

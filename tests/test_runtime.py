@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -74,3 +76,31 @@ def test_the_cli_answers_as_the_runtime_does(tmp_path: Path) -> None:
     (row,) = csv.DictReader(io.StringIO(batch.stdout))
     assert row["jurisdiction_id"] == answer["jurisdiction"]["id"] == "san-francisco-ca"
     assert row["endpoint_url"] == answer["endpoint"]["url"]
+
+
+FREED = """
+import numpy as np
+from bench.memory import rss_kib
+from resolver.runtime import release_freed_memory
+
+blocks = [np.ones(8192) for _ in range(4096)]  # 64 KiB each, from malloc's heap: 256 MiB
+del blocks[::2]  # half freed, between blocks still in use: malloc keeps those pages
+before = rss_kib()
+release_freed_memory()
+print(before - rss_kib())
+"""
+
+
+def test_memory_freed_by_a_build_goes_back_to_the_system() -> None:
+    # in a process of its own, so that the heap is this test's alone
+    done = subprocess.run(
+        [sys.executable, "-c", FREED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    released_kib = int(done.stdout)
+    assert released_kib > 64 * 1024, f"only {released_kib} KiB went back"
