@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from child import child_output
 from click.testing import CliRunner
 
 from resolver.cli.main import main
@@ -93,14 +92,5 @@ print(before - rss_kib())
 
 def test_memory_freed_by_a_build_goes_back_to_the_system() -> None:
     # in a process of its own, so that the heap is this test's alone
-    done = subprocess.run(
-        [sys.executable, "-c", FREED],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    released_kib = int(done.stdout)
+    released_kib = int(child_output(FREED, timeout=60))
     assert released_kib > 64 * 1024, f"only {released_kib} KiB went back"
