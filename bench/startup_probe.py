@@ -18,12 +18,8 @@ import sys
 import time
 from typing import Any
 
-
-def _rss_kib() -> int:
-    # Not ru_maxrss: this process would report the peak of the bench that started it.
-    from bench.memory import peak_rss_kib
-
-    return peak_rss_kib()
+# Not ru_maxrss: this process would report the peak of the bench that started it.
+from bench.memory import peak_rss_kib
 
 
 def serve_steps(db: str) -> dict[str, Any]:
@@ -67,7 +63,7 @@ def serve_steps(db: str) -> dict[str, Any]:
         "serial": preloaded.serial,
         "steps": steps,
         "total_s": sum(s["wall_s"] for s in steps.values()),
-        "peak_rss_mib": _rss_kib() / 1024,
+        "peak_rss_mib": peak_rss_kib() / 1024,
         "check": getattr(resolver.resolve(37.7793, -122.4193).jurisdiction, "id", None),
     }
 
@@ -84,14 +80,14 @@ def main() -> None:
     from resolver.store import Store
 
     t1 = time.perf_counter()
-    rss_imports = _rss_kib()
+    rss_imports = peak_rss_kib()
     with Store(db) as store:
         jurisdictions, source = load_jurisdictions(store)
     t2 = time.perf_counter()
     resolver = Resolver(jurisdictions)
     t3 = time.perf_counter()
     answer = resolver.resolve(37.7793, -122.4193)
-    rss = _rss_kib()
+    rss = peak_rss_kib()
     # The index alone, without and with its grid of interior cells (after the peak RSS above).
     from dataclasses import asdict
 
