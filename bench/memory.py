@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_STATUS = Path("/proc/self/status")
 
-
-def _status_kib(field: str) -> int:
-    for line in _STATUS.read_text().splitlines():
+def _status_kib(field: str, pid: int | str = "self") -> int:
+    status = Path(f"/proc/{pid}/status")
+    for line in status.read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise OSError(f"no {field} in {_STATUS} (this needs Linux)")
+    raise OSError(f"no {field} in {status} (this needs Linux)")
 
 
-def peak_rss_kib() -> int:
-    """The most this process has had resident since it started or since :func:`reset_peak_rss`."""
-    return _status_kib("VmHWM")
+def peak_rss_kib(pid: int | str = "self") -> int:
+    """The most a process (this one by default) has had resident since it started or since
+    :func:`reset_peak_rss`."""
+    return _status_kib("VmHWM", pid)
 
 
 def rss_kib() -> int:

@@ -226,6 +226,50 @@ def _serve_start_section(s: dict[str, Any], t: dict[str, Any]) -> list[str]:
     return out
 
 
+#: The in-process kinds of bench/webcost.py, as the report names them.
+_WEBCOST_KINDS = {
+    "trivial": "trivial handler (a constant body)",
+    "middleware": "the same, with one middleware that only passes the request on",
+    "layer": "our middleware around a fixed answer (counting, CORS, caching headers; no resolve)",
+    "resolve_only": "that, with the point read and resolved (a fixed body)",
+    "service": "`/service`",
+    "v1_resolve": "`/v1/resolve`",
+}
+
+
+def _webcost_section(cost: dict[str, Any] | None) -> list[str]:
+    if cost is None:
+        return []
+    out = [
+        "### The request path part by part, in process (bench/webcost.py --inproc)",
+        "",
+        "Raw requests fed to aiohttp's protocol one at a time, as one keep-alive connection sends "
+        "them (no sockets, no load generator), on the store and points of the HTTP sections; "
+        f"server CPU per request, the median of {cost['rounds']} rounds of "
+        f"{cost['requests']:,} requests, each kind in a process of its own.",
+        "",
+        "| server | CPU µs / request | trivial ÷ this |",
+        "| --- | ---: | ---: |",
+    ]
+    for kind, name in _WEBCOST_KINDS.items():
+        if kind in cost:
+            m = cost[kind]
+            out.append(
+                f"| {name} | {m['cpu_us_per_request_median']:.1f} | {m['trivial_over_this']:.3f} |"
+            )
+    c = cost["ceilings"]
+    out += [
+        "",
+        "What these leave `/service` ÷ trivial at most, where the server's CPU is the limit "
+        f"(target >= 0.8): {c['without_web_layer']:.3f} if the web layer cost nothing (the "
+        f"point read and resolved alone); {c['without_resolve']:.3f} if reading and resolving "
+        f"the point cost nothing (the web layer alone); {c['one_middleware']:.3f} for any app "
+        "with one middleware, whatever it does.",
+        "",
+    ]
+    return out
+
+
 def _scale_section(large: dict[str, Any] | None) -> list[str]:
     if large is None:
         return []
@@ -242,6 +286,9 @@ def _scale_section(large: dict[str, Any] | None) -> list[str]:
         f"{cold['first_200_s']:.1f} s |",
         f"| the same, from the snapshot (median of {serve['runs']}) | {serve['median_s']:.1f} s |",
         f"| its RSS / PSS once answering | {serve['rss_mib']:.0f} / {serve['pss_mib']:.0f} MiB |",
+        f"| its peak RSS until then (`VmHWM`), without / from the snapshot | "
+        f"{cold.get('peak_mib', float('nan')):.0f} / "
+        f"{serve.get('peak_mib', float('nan')):.0f} MiB |",
         f"| store load in process | {large['load_s']:.1f} s |",
         f"| Resolver build in process | {large['build_s']:.1f} s |",
     ]
@@ -613,6 +660,7 @@ def markdown(r: dict[str, Any]) -> str:
     out += _scale_section(r.get("scale"))
     if r["profiles"] or any(not x["met"] for x in t.values()):
         out += ["## Where the time goes (missed targets)", ""]
+        out += _webcost_section(r.get("webcost"))
         for key, title in (
             ("single", "Single resolve"),
             ("batch", "`resolve_many` + iteration"),

@@ -35,6 +35,7 @@ from . import (
     scale,
     serve_start,
     synthetic,
+    webcost,
     workloads,
 )
 from .common import COUNTIES, REPO, build_store, machine, random_points
@@ -125,6 +126,8 @@ FULL = {
     "http_max_requests": 200_000,
     "http_points": 5_000,
     "http_rounds": 3,
+    "webcost_rounds": 3,
+    "webcost_requests": 20_000,
     "concurrencies": (1, 8, 32),
     "workload_points": 100_000,
     "workload_single_points": 10_000,
@@ -145,6 +148,8 @@ QUICK = {
     "http_max_requests": 20_000,
     "http_points": 1_000,
     "http_rounds": 1,
+    "webcost_rounds": 1,
+    "webcost_requests": 2_000,
     "concurrencies": (1, 8, 32),
     "workload_points": 20_000,
     "workload_single_points": 2_000,
@@ -568,6 +573,13 @@ def measure(args: argparse.Namespace, profile: bool) -> dict[str, Any]:
         log("HTTP peers: access log on/off, 2 workers, PostGIS behind aiohttp")
         results["peers"] = peers(
             db, workdir, http_points, ids, geometries, plan, postgis.available() is None
+        )
+
+        log("the request path in process: server CPU per request, part by part")
+        points_file = workdir / "webcost-points.json"
+        points_file.write_text(json.dumps(http_points))
+        results["webcost"] = webcost.inproc(
+            str(db), str(points_file), plan["webcost_rounds"], plan["webcost_requests"]
         )
 
         log(

@@ -1,5 +1,5 @@
-"""``geoweb serve`` from exec to its first 200 on ``/healthz``, and its memory once answering:
-once without the index snapshot beside the store, then from it.
+"""``geoweb serve`` from exec to its first 200 on ``/healthz``, and its memory once answering
+(and its peak until then): once without the index snapshot beside the store, then from it.
 
 ``python -m bench.serve_start DB [--workers N] [--runs R] [--keep-snapshot]`` prints one JSON
 object. The server is polled every 5 ms over a fresh connection; the time runs from just before
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import memory
 from .common import REPO
 from .httpbench import HOST, free_port
 
@@ -52,9 +53,11 @@ def _healthz(port: int, wait: float) -> bool:
         return False
 
 
-def _memory_mib(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) of a process and its children (the workers), MiB. RSS counts a page shared
-    copy-on-write once per process; PSS splits it between them, so its sum is what they take."""
+def _memory_mib(pid: int) -> tuple[float, float, float]:
+    """(RSS, PSS, peak) of a process and its children (the workers), MiB. RSS counts a page
+    shared copy-on-write once per process; PSS splits it between them, so its sum is what they
+    take. The peak is the highest any one of them had resident (``VmHWM``): where the index
+    build held its temporaries, which a machine must have room for."""
     totals = {"Rss:": 0, "Pss:": 0}
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -65,7 +68,8 @@ def _memory_mib(pid: int) -> tuple[float, float]:
             key = line.split(maxsplit=1)[0] if line else ""
             if key in totals:
                 totals[key] += int(line.split()[1])
-    return totals["Rss:"] / 1024, totals["Pss:"] / 1024
+    peak = max(memory.peak_rss_kib(p) for p in pids)
+    return totals["Rss:"] / 1024, totals["Pss:"] / 1024, peak / 1024
 
 
 #: Lines of the server's log that mark how far a start got: the registry loaded and indexed (by
@@ -102,7 +106,7 @@ def once(db: Path, workers: int, timeout: float = 600.0) -> dict[str, Any]:
                     raise RuntimeError(f"geoweb serve did not answer in {timeout} s")
                 time.sleep(0.005)
             seconds = time.perf_counter() - start
-            rss, pss = _memory_mib(process.pid)
+            rss, pss, peak = _memory_mib(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -112,7 +116,7 @@ def once(db: Path, workers: int, timeout: float = 600.0) -> dict[str, Any]:
                 process.wait()
         log.seek(0)
         marks = _marks(log.read().decode("utf-8", "replace"), exec_time)
-    return {"first_200_s": seconds, **marks, "rss_mib": rss, "pss_mib": pss}
+    return {"first_200_s": seconds, **marks, "rss_mib": rss, "pss_mib": pss, "peak_mib": peak}
 
 
 def run(db: Path, workers: int, runs: int, *, keep_snapshot: bool = False) -> dict[str, Any]:
@@ -135,6 +139,7 @@ def run(db: Path, workers: int, runs: int, *, keep_snapshot: bool = False) -> di
         "max_s": max(times),
         "rss_mib": statistics.median(s["rss_mib"] for s in samples),
         "pss_mib": statistics.median(s["pss_mib"] for s in samples),
+        "peak_mib": statistics.median(s["peak_mib"] for s in samples),
         "samples": samples,
     }
 

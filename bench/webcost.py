@@ -17,6 +17,8 @@ requests are fed to aiohttp's protocol for the app, one at a time, as one keep-a
 would send them, and the process's CPU time per request is reported (the median round):
 
 - ``trivial``: bench/trivial_server.py's constant handler, no middleware;
+- ``middleware``: the same with one middleware that only passes the request on (what aiohttp
+  charges any app for having one);
 - ``layer``: a constant body answered through the app's middleware and
   :meth:`~resolver.http.web.WebLayer.answer` (what CORS, caching and counting cost alone);
 - ``resolve_only``: the point read and answered, a constant body (what the core adds);
@@ -98,13 +100,14 @@ def serve(db: str, port: int, bare: bool) -> None:
 
 
 #: The kinds ``--inproc`` times, in the order they run in each round.
-INPROC_KINDS = ("trivial", "layer", "resolve_only", "service", "v1_resolve")
+INPROC_KINDS = ("trivial", "middleware", "layer", "resolve_only", "service", "v1_resolve")
 
 
 def inproc_paths(kind: str, lats: list[float], longs: list[float]) -> list[str]:
     """The request targets of one in-process kind (the same points for every kind)."""
     route = {
         "trivial": "/service",
+        "middleware": "/service",
         "layer": "/bench/layer",
         "resolve_only": "/bench/resolve",
         "service": "/service",
@@ -130,8 +133,14 @@ def inproc_app(kind: str, db: str) -> Any:
     from resolver.http.params import point_in, query_params
     from resolver.http.web import WEB
 
-    if kind == "trivial":
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+    if kind in ("trivial", "middleware"):
+
+        @web.middleware
+        async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
+            return await handler(request)
+
+        middlewares = [passing] if kind == "middleware" else []
+        app = web.Application(middlewares=middlewares, client_max_size=4 * 1024 * 1024)
         app.router.add_get("/service", constant)
         return app
     app = create_app(Settings(db=db, host=HOST, port=8080))
@@ -254,14 +263,24 @@ def inproc(db: str | None, given: str | None, rounds: int, requests: int) -> dic
         "store": db or "embedded",
         "points": given or "2,000 in the embedded registry's cities",
     }
-    trivial = statistics.median(samples["trivial"])
+    median = {kind: statistics.median(values) for kind, values in samples.items()}
+    trivial = median["trivial"]
     for kind, values in samples.items():
-        median = statistics.median(values)
         result[kind] = {
-            "cpu_us_per_request_median": round(median, 2),
+            "cpu_us_per_request_median": round(median[kind], 2),
             "all_rounds": [round(v, 2) for v in values],
-            "trivial_over_this": round(trivial / median, 3),
+            "trivial_over_this": round(trivial / median[kind], 3),
         }
+    # The most /service could reach of the trivial handler's rate, CPU-bound, when one part of
+    # its work cost nothing: the web layer (the point read and resolved on a bare handler), or
+    # all but the web layer (a fixed answer through it).
+    result["ceilings"] = {
+        "without_web_layer": round(
+            trivial / (trivial + median["resolve_only"] - median["layer"]), 3
+        ),
+        "without_resolve": round(trivial / median["layer"], 3),
+        "one_middleware": round(trivial / median["middleware"], 3),
+    }
     return result
 
 

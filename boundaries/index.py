@@ -1325,15 +1325,20 @@ class _Builder:
             y_lo + size * (d != 3),
         )
         # Cells with one line at most take the short way; the others go by how many lines
-        # they have (at most three, or more), so that the arrays are not much wider than needed.
+        # they have (at most three, or more), so that the arrays are not much wider than needed,
+        # and in batches (each pair's arrays up to _MAX_RAYS wide): at a million jurisdictions
+        # the top level alone has millions of pairs.
         most = np.maximum(self.lines[offset + g], self.lines[q])
+        step = _CHUNK // _MAX_RAYS
         for use, join in (
             (most <= 1, self._join_lines),
             ((most > 1) & (most <= 3), self._join_across),
             (most > 3, self._join_across),
         ):
-            if use.any():
-                join(node, g[use], q[use], offset, tuple(a[use] for a in side))
+            pairs = np.flatnonzero(use)
+            for start in range(0, len(pairs), step):
+                batch = pairs[start : start + step]
+                join(node, g[batch], q[batch], offset, tuple(a[batch] for a in side))
 
     def _line_count(self, cells: NDArray[np.int64]) -> NDArray[np.intp]:
         """How many lines (or rays) each cell's fan has; 0 for a free cell."""
@@ -1405,11 +1410,8 @@ class _Builder:
     # -- sets -------------------------------------------------------------------------------------
 
     def _finish(self) -> _Grid:
-        first = np.concatenate(self.first) if self.first else np.zeros(0, dtype=np.int32)
-        second = np.concatenate(self.second) if self.second else np.zeros(0, dtype=np.int32)
-        self.first, self.second = [], []
-        root = _components(self.nodes, first, second)
-        del first, second
+        # The joins are handed over, not kept here too: _components drops what it is done with.
+        root = _components(self.nodes, _take(self.first), _take(self.second))
         # Each node's cell.
         has = np.flatnonzero(self.node >= 0)
         node_cell = np.repeat(has, np.diff(np.append(self.node[has], self.nodes)))
@@ -1647,6 +1649,13 @@ def _linework(pieces: NDArray[np.object_]) -> tuple[NDArray[np.float64], NDArray
     return np.concatenate([coords[:-1][same], dots]), np.concatenate([coords[1:][same], dots])
 
 
+def _take(parts: list[NDArray[np.int32]]) -> NDArray[np.int32]:
+    """The arrays of a list joined into one; the list is emptied."""
+    joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    parts.clear()
+    return joined
+
+
 def _components(
     count: int, first: NDArray[np.int32], second: NDArray[np.int32]
 ) -> NDArray[np.signedinteger[Any]]:
@@ -1660,13 +1669,24 @@ def _components(
     root: NDArray[np.signedinteger[Any]] = np.arange(count, dtype=np.int64)
     if count < 2**31:  # half the memory for the usual sizes
         root = root.astype(np.int32)
+    # One array at a time, each dropped as soon as it is replaced: at a million jurisdictions
+    # there are tens of millions of pairs, and this was the index build's peak of memory.
     while len(first):
-        a, b = root[first], root[second]
-        apart = np.flatnonzero(a != b)
-        first, second, a, b = first[apart], second[apart], a[apart], b[apart]
+        a = root[first]
+        b = root[second]
+        apart = a != b
+        first = first[apart]
+        second = second[apart]
+        a = a[apart]
+        b = b[apart]
+        del apart
         if not len(first):
             break
-        np.minimum.at(root, np.maximum(a, b), np.minimum(a, b))
+        high = np.maximum(a, b)
+        np.minimum(a, b, out=a)
+        del b
+        np.minimum.at(root, high, a)
+        del a, high
         while True:
             above = root[root]
             if np.array_equal(above, root):

@@ -12,6 +12,7 @@ import shapely
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+import boundaries.index
 from boundaries.index import DEFAULT_MAX_VERTICES, BoundaryIndex
 from boundaries.reader import read_boundaries
 from boundaries.repair import split_antimeridian
@@ -672,3 +673,19 @@ def test_a_pickled_grid_answers_the_same() -> None:
     points = list(zip(lats[:500].tolist(), longs[:500].tolist(), strict=True))
     expected = [index.covering(lat, long).tolist() for lat, long in points]
     assert [again.covering(lat, long).tolist() for lat, long in points] == expected
+
+
+def test_the_grid_does_not_depend_on_its_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The build works through its pairs in batches to bound its memory (a million jurisdictions
+    # have tens of millions); batches two thousand times smaller must give the same grid.
+    cells = voronoi(2_000, 5)
+    whole = BoundaryIndex(cells)._grid
+    monkeypatch.setattr(boundaries.index, "_CHUNK", 512)
+    batched = BoundaryIndex(cells)._grid
+    assert whole is not None and batched is not None
+    for a, b in zip(whole.__reduce__()[1], batched.__reduce__()[1], strict=True):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            assert all(np.array_equal(a[name], b[name]) for name in a)
+        else:
+            assert np.array_equal(a, b)
