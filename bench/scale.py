@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import shapely
+from shapely import affinity
 
 from . import memory, serve_start, synthetic, workloads
 
@@ -64,6 +65,12 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
         step("snapshot_load", saved)
         snapshot_bytes = path.stat().st_size
         del again
+    # A registry change that moves one boundary: the index is patched (boundaries/patched.py).
+    one = jurisdictions[len(jurisdictions) // 2]
+    moved = one.with_boundary(affinity.translate(one.boundary, 1e-4, 0.0))
+    replace_start = time.perf_counter()
+    resolver.replace([moved])
+    step("replace_one_boundary", replace_start)
     grid = resolver.index.grid
     out.update(
         jurisdictions=len(jurisdictions),

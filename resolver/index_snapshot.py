@@ -178,9 +178,9 @@ def build_resolver(
     index = load(path, built_from, [j.boundary for j in jurisdictions])
     if index is not None:
         return Resolver(jurisdictions, fallback=fallback, _index=index)
-    resolver = Resolver(jurisdictions, fallback=fallback)
-    save(path, built_from, resolver.index)
-    return resolver
+    index = BoundaryIndex([j.boundary for j in jurisdictions])
+    save(path, built_from, index)
+    return Resolver(jurisdictions, fallback=fallback, _index=index)
 
 
 __all__ = ["build_resolver", "generation", "load", "save", "snapshot_path"]

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import shapely
 
 from boundaries.index import BoundaryIndex
+from boundaries.patched import PatchedIndex, patch_index
 from common.errors import GeoWebError, InvalidCoordinates, InvalidInput, UnknownJurisdiction
 from common.models import (
     Answer,
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 MAX_CONCERN_LENGTH: Final = 200
 
 T = TypeVar("T")
+#: A resolver's index: as built, or with the boundaries changed since patched in.
+SpatialIndex = BoundaryIndex | PatchedIndex
 
 
 #: Where this server's own ad hoc GeoReport v2 endpoint is, on whatever host answers.
@@ -169,7 +172,7 @@ class Resolver:
         *,
         fallback: Fallback | None = None,
         decision_cache_size: int = 65536,
-        _index: BoundaryIndex | None = None,
+        _index: SpatialIndex | None = None,
     ) -> None:
         self.jurisdictions: tuple[Jurisdiction, ...] = tuple(jurisdictions)
         self.fallback = fallback
@@ -178,7 +181,7 @@ class Resolver:
             counts = Counter(j.id for j in self.jurisdictions)
             twice = next(i for i, n in counts.items() if n > 1)
             raise InvalidInput(f"jurisdiction id {twice!r} appears twice")
-        self.index = _index or BoundaryIndex([j.boundary for j in self.jurisdictions])
+        self.index: SpatialIndex = _index or BoundaryIndex([j.boundary for j in self.jurisdictions])
         # Most specific (smallest area) first, ties by id: np.lexsort sorts by its last key first,
         # and compares the ids by code point, as Python does.
         ids = np.array([j.id for j in self.jurisdictions], dtype=str)
@@ -204,22 +207,37 @@ class Resolver:
         ids left out.
 
         When no boundary changed (same ids in the same places, same generations), the new
-        resolver shares this one's spatial index, so refreshing services or endpoints is cheap;
-        otherwise the index is rebuilt and no decision computed on the old boundaries survives.
+        resolver shares this one's spatial index, so refreshing services or endpoints is cheap.
+        When a few did, the index is patched (:mod:`boundaries.patched`): a million boundaries
+        take a minute to index afresh. No decision computed on the old boundaries survives.
         """
         by_id = {j.id: j for j in updated}
         gone = set(removed) - set(by_id)
-        merged = [by_id.pop(j.id, j) for j in self.jurisdictions if j.id not in gone]
-        merged.extend(by_id.values())
-        same_boundaries = len(merged) == len(self.jurisdictions) and all(
-            new.boundary_generation == old.boundary_generation
-            for new, old in zip(merged, self.jurisdictions, strict=True)
-        )
+        merged: list[Jurisdiction] = []
+        # Each old position's position in ``merged`` while its boundary is the same, else -1.
+        kept = np.full(len(self.jurisdictions), -1, dtype=np.intp)
+        changed: list[int] = []
+        for position, old in enumerate(self.jurisdictions):
+            if old.id in gone:
+                continue
+            new = by_id.pop(old.id, old)
+            if new.boundary_generation == old.boundary_generation:
+                kept[position] = len(merged)
+            else:
+                changed.append(len(merged))
+            merged.append(new)
+        for new in by_id.values():
+            changed.append(len(merged))
+            merged.append(new)
+        index: SpatialIndex | None = self.index
+        if changed or len(merged) != len(self.jurisdictions):
+            boundaries = [merged[p].boundary for p in changed]
+            index = patch_index(self.index, kept, changed, boundaries, len(merged))
         return Resolver(
             merged,
             fallback=self.fallback,
             decision_cache_size=self._decision_cache_size,
-            _index=self.index if same_boundaries else None,
+            _index=index,
         )
 
     def __contains__(self, jurisdiction_id: object) -> bool:
