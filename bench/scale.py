@@ -12,6 +12,7 @@ against the raw STRtree.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import sys
@@ -65,12 +66,14 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
         step("snapshot_load", saved)
         snapshot_bytes = path.stat().st_size
         del again
-    # A registry change that moves one boundary: the index is patched (boundaries/patched.py).
+    # Registry changes of one entry: its name (all but the entries are taken over), and its
+    # boundary (the index is patched: boundaries/patched.py).
     one = jurisdictions[len(jurisdictions) // 2]
-    moved = one.with_boundary(affinity.translate(one.boundary, 1e-4, 0.0))
     replace_start = time.perf_counter()
-    resolver.replace([moved])
-    step("replace_one_boundary", replace_start)
+    resolver.replace([dataclasses.replace(one, name=one.name + " (renamed)")])
+    renamed = step("replace_one_name", replace_start)
+    resolver.replace([one.with_boundary(affinity.translate(one.boundary, 1e-4, 0.0))])
+    step("replace_one_boundary", renamed)
     grid = resolver.index.grid
     out.update(
         jurisdictions=len(jurisdictions),

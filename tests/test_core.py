@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -327,3 +328,27 @@ def test_a_batch_leaves_the_decisions_kept_for_single_points() -> None:
     assert batch[0].decision is first.decision  # type: ignore[union-attr]  # read from the cache
     assert resolver.resolve(0.25, 0.75).decision is first.decision  # still kept
     assert resolver.resolve(0.5, 10.5).decision is not batch[10].decision  # type: ignore[union-attr]
+
+
+def test_a_replaced_resolver_answers_as_one_built_afresh(resolver: Resolver) -> None:
+    # replace takes over what did not change (positions; ranks and the generation when no
+    # boundary moved): what it takes over must be what a fresh build works out.
+    by_id = {j.id: j for j in JURISDICTIONS}
+    renamed = dataclasses.replace(by_id["city"], name="Town", services=(STREETLIGHT,))
+    # The county shrinks to inside the city: there, it is now the more specific of the two.
+    shrunk = by_id["county"].with_boundary(box(1.2, 1.2, 1.6, 1.6))
+    points = [(lat, long, concern) for lat, long, concern, *_ in CASES] + [
+        (1.4, 1.4, None),
+        (1.4, 1.4, "street light"),
+        (1.8, 1.8, None),
+    ]
+    for changes, removed in (([renamed], []), ([shrunk], []), ([shrunk, renamed], ["q2"])):
+        replaced = resolver.replace(changes, removed=removed)
+        given = {j.id: j for j in changes}
+        fresh = Resolver([given.get(j.id, j) for j in JURISDICTIONS if j.id not in removed])
+        assert replaced.index_generation == fresh.index_generation
+        for lat, long, concern in points:
+            expected = fresh.resolve(lat, long, concern).to_dict()
+            assert replaced.resolve(lat, long, concern).to_dict() == expected
+    chosen = resolver.replace([shrunk]).resolve(1.4, 1.4).jurisdiction
+    assert chosen is not None and chosen.id == "county"

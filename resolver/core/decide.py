@@ -173,27 +173,38 @@ class Resolver:
         fallback: Fallback | None = None,
         decision_cache_size: int = 65536,
         _index: SpatialIndex | None = None,
+        _like: Resolver | None = None,
     ) -> None:
+        # ``_like`` (from :meth:`replace`): a resolver of the same ids in the same order, whose
+        # positions are taken over, and its ranks and generation too when it shares the index
+        # (the same boundaries). A million entries take a second to work these out afresh.
         self.jurisdictions: tuple[Jurisdiction, ...] = tuple(jurisdictions)
         self.fallback = fallback
-        self._positions: dict[str, int] = {j.id: p for p, j in enumerate(self.jurisdictions)}
+        if _like is not None:
+            self._positions: dict[str, int] = _like._positions
+        else:
+            self._positions = {j.id: p for p, j in enumerate(self.jurisdictions)}
         if len(self._positions) < len(self.jurisdictions):
             counts = Counter(j.id for j in self.jurisdictions)
             twice = next(i for i, n in counts.items() if n > 1)
             raise InvalidInput(f"jurisdiction id {twice!r} appears twice")
         self.index: SpatialIndex = _index or BoundaryIndex([j.boundary for j in self.jurisdictions])
-        # Most specific (smallest area) first, ties by id: np.lexsort sorts by its last key first,
-        # and compares the ids by code point, as Python does.
-        ids = np.array([j.id for j in self.jurisdictions], dtype=str)
-        areas = specificity_areas([j.boundary for j in self.jurisdictions])
-        order = np.lexsort((ids, areas))
-        self._rank: npt.NDArray[np.int64] = np.empty(len(order), dtype=np.int64)
-        self._rank[order] = np.arange(len(order))
+        if _like is not None and self.index is _like.index:
+            self._rank: npt.NDArray[np.int64] = _like._rank
+            self.index_generation: str = _like.index_generation
+        else:
+            # Most specific (smallest area) first, ties by id: np.lexsort sorts by its last key
+            # first, and compares the ids by code point, as Python does.
+            ids = np.array([j.id for j in self.jurisdictions], dtype=str)
+            areas = specificity_areas([j.boundary for j in self.jurisdictions])
+            order = np.lexsort((ids, areas))
+            self._rank = np.empty(len(order), dtype=np.int64)
+            self._rank[order] = np.arange(len(order))
+            self.index_generation = _index_generation(self.jurisdictions)
         self._catalogs = [
             ServiceCatalog(j.services) if j.services is not None else None
             for j in self.jurisdictions
         ]
-        self.index_generation = _index_generation(self.jurisdictions)
         self._decisions: dict[tuple[str | None, tuple[int, ...]], Decision] = {}
         self._decision_cache_size = decision_cache_size
 
@@ -213,24 +224,36 @@ class Resolver:
         """
         by_id = {j.id: j for j in updated}
         gone = set(removed) - set(by_id)
-        merged: list[Jurisdiction] = []
-        # Each old position's position in ``merged`` while its boundary is the same, else -1.
-        kept = np.full(len(self.jurisdictions), -1, dtype=np.intp)
-        changed: list[int] = []
-        for position, old in enumerate(self.jurisdictions):
-            if old.id in gone:
-                continue
-            new = by_id.pop(old.id, old)
-            if new.boundary_generation == old.boundary_generation:
-                kept[position] = len(merged)
-            else:
+        positions = self._positions
+        merged = list(self.jurisdictions)
+        changed: list[int] = []  # positions in ``merged`` of new and changed boundaries
+        same_ids = all(i in positions for i in by_id) and not any(i in positions for i in gone)
+        if same_ids:  # the usual change (a refresh, an edit): entries updated in their places
+            for new in by_id.values():
+                position = positions[new.id]
+                if new.boundary_generation != merged[position].boundary_generation:
+                    changed.append(position)
+                merged[position] = new
+            kept = np.arange(len(merged), dtype=np.intp)
+            kept[changed] = -1
+        else:
+            merged = []
+            # Each old position's position in ``merged`` while its boundary is the same, or -1.
+            kept = np.full(len(self.jurisdictions), -1, dtype=np.intp)
+            for position, old in enumerate(self.jurisdictions):
+                if old.id in gone:
+                    continue
+                new = by_id.pop(old.id, old)
+                if new.boundary_generation == old.boundary_generation:
+                    kept[position] = len(merged)
+                else:
+                    changed.append(len(merged))
+                merged.append(new)
+            for new in by_id.values():
                 changed.append(len(merged))
-            merged.append(new)
-        for new in by_id.values():
-            changed.append(len(merged))
-            merged.append(new)
+                merged.append(new)
         index: SpatialIndex | None = self.index
-        if changed or len(merged) != len(self.jurisdictions):
+        if changed or not same_ids:
             boundaries = [merged[p].boundary for p in changed]
             index = patch_index(self.index, kept, changed, boundaries, len(merged))
         return Resolver(
@@ -238,6 +261,7 @@ class Resolver:
             fallback=self.fallback,
             decision_cache_size=self._decision_cache_size,
             _index=index,
+            _like=self if same_ids else None,
         )
 
     def __contains__(self, jurisdiction_id: object) -> bool:
