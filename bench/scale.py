@@ -60,7 +60,7 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="geoweb-scale-") as tmp:
         path = Path(tmp) / "scale.index"
         generation = index_snapshot.generation(jurisdictions)
-        index_snapshot.save(path, generation, resolver.index)
+        index_snapshot.save(path, jurisdictions, resolver.index)
         saved = step("snapshot_save", built)
         again = index_snapshot.load(path, generation, geometries)
         step("snapshot_load", saved)

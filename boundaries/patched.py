@@ -7,7 +7,7 @@ mapped to the new ones; those changed or removed are left out of its answers) an
 of the boundaries that are new or changed. It answers exactly as an index built afresh on the new
 boundaries would; a lookup costs a little more (a second, small index, asked only for points in
 its bounding box). Patches pile up on the same built index until :data:`PATCH_LIMIT` boundaries
-are new, when the caller builds afresh.
+(or an eighth of all) are new, when the caller builds afresh.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from shapely.geometry.base import BaseGeometry
 
 from boundaries.index import BoundaryIndex, GridStats, IntArray
 
-#: The most new or changed boundaries a patch holds; beyond, a fresh build costs less than
-#: asking a second index of that many boundaries on every lookup.
+#: The most new or changed boundaries a patch holds, and the most of all boundaries: beyond
+#: either, a fresh build costs less than asking a second index of that many on every lookup.
 PATCH_LIMIT = 1024
+PATCH_SHARE = 1 / 8
 #: Answers of the built index a patch remembers mapped (it forgets them all when full).
 MAPPED_KEPT = 16384
 
@@ -45,6 +46,9 @@ class PatchedIndex:
         #: Each of the base's positions' position now, or -1: changed or removed since.
         self.moved = moved
         self._dropped = bool((moved < 0).any())
+        # The positions kept stay in their order after a registry change; a snapshot patched to
+        # a store that reads its entries in another order may not.
+        self._ordered = bool((np.diff(moved[moved >= 0]) > 0).all())
         #: The positions of the new and changed boundaries, ascending, and those boundaries.
         self.fresh_positions = fresh_positions
         self.fresh_geometries = tuple(fresh_geometries)
@@ -82,6 +86,8 @@ class PatchedIndex:
             found = self.moved[base]
             if self._dropped:
                 found = found[found >= 0]
+            if not self._ordered:
+                found = np.sort(found)
             if len(self._mapped) >= MAPPED_KEPT:
                 self._mapped.clear()
             self._mapped[id(base)] = (base, found)
@@ -103,10 +109,8 @@ class PatchedIndex:
         points, positions = points[kept], positions[kept]
         x0, y0, x1, y1 = self._box
         inside = np.flatnonzero((long >= x0) & (long <= x1) & (lat >= y0) & (lat <= y1))
-        if not len(inside):
-            return points, positions
         extra_points, extra = self.fresh.covering_many(lat[inside], long[inside])
-        if not len(extra_points):
+        if not len(extra_points) and self._ordered:
             return points, positions
         span = np.intp(max(self._positions, 1))
         keys = np.concatenate(
@@ -114,6 +118,12 @@ class PatchedIndex:
         )
         keys.sort()
         return keys // span, keys % span
+
+
+def patchable(fresh: int, positions: int) -> bool:
+    """Whether a patch of ``fresh`` new or changed boundaries, of ``positions`` in all, is worth
+    it (see :data:`PATCH_LIMIT`)."""
+    return fresh <= PATCH_LIMIT and fresh <= PATCH_SHARE * positions
 
 
 def patch_index(
@@ -126,7 +136,7 @@ def patch_index(
     """``index`` for ``positions`` positions now: ``kept[p]`` is the position now of its position
     ``p`` when that boundary did not change (else -1), and ``changed[k]`` is the position of
     ``geometries[k]``, each a new or changed boundary (``None``: none now). ``None`` when the
-    patch would hold more than :data:`PATCH_LIMIT` boundaries: build afresh then."""
+    patch would not be worth it (:func:`patchable`): build afresh then."""
     new_positions = list(changed)
     new_geometries = list(geometries)
     if isinstance(index, PatchedIndex):
@@ -146,11 +156,11 @@ def patch_index(
         for p, g in zip(new_positions, new_geometries, strict=True)
         if g is not None and not g.is_empty
     ]
-    if len(present) > PATCH_LIMIT:
+    if not patchable(len(present), positions):
         return None
     present.sort(key=lambda pair: pair[0])
     fresh_positions = np.array([p for p, _ in present], dtype=np.intp)
     return PatchedIndex(base, moved, fresh_positions, [g for _, g in present], positions)
 
 
-__all__ = ["MAPPED_KEPT", "PATCH_LIMIT", "PatchedIndex", "patch_index"]
+__all__ = ["MAPPED_KEPT", "PATCH_LIMIT", "PATCH_SHARE", "PatchedIndex", "patch_index", "patchable"]

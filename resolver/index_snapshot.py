@@ -7,6 +7,11 @@ index holds positions), and a digest of ``boundaries/index.py``, whose structure
 that names anything else (or is of another format) is refused and replaced; one that cannot be
 read is rebuilt and replaced.
 
+A snapshot of other boundaries by the same code is still of use when few of them changed: the
+index is loaded as built and patched with the changes (:mod:`boundaries.patched`), as a running
+server patches it, so a restart after a day of registrations does not build a million boundaries
+again. For that, the snapshot keeps the names of what it was built from.
+
 It holds the index's shared state (:meth:`BoundaryIndex.shared_state`): a boundary that is its own
 piece is named by position, not stored, and the loaded index holds the jurisdictions' own
 boundary objects, so a large registry is not held twice in memory.
@@ -31,19 +36,24 @@ import pickle
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import platformdirs
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 import boundaries.index
 from boundaries.index import BoundaryIndex
+from boundaries.patched import PatchedIndex, patch_index, patchable
 from common.models import Fallback, Jurisdiction
 from resolver.core.decide import Resolver
 
 log = logging.getLogger(__name__)
 
-# 3: the arrays out of band, mapped; 2: the shared state, all in the pickle; 1: the index pickled
-_MAGIC = b"GEOWEB-INDEX-SNAPSHOT 3\n"
+# 4: the names of what it was built from kept; 3: the arrays out of band, mapped; 2: the shared
+# state, all in the pickle; 1: the index pickled
+_MAGIC = b"GEOWEB-INDEX-SNAPSHOT 4\n"
 #: Where each out-of-band array starts: a multiple of this, from the start of the file (the map
 #: is page-aligned), so that every array is aligned for its dtype.
 _ALIGN = 64
@@ -63,9 +73,9 @@ def snapshot_path(db: str) -> Path:
     return platformdirs.user_cache_path("geoweb") / f"index-{digest}.snapshot"
 
 
-def generation(jurisdictions: Sequence[Jurisdiction]) -> str:
-    """What an index is built from: each position's id and boundary generation."""
-    digest = hashlib.sha256()
+def names(jurisdictions: Sequence[Jurisdiction]) -> list[str]:
+    """What an index is built from, one line per position: its id and boundary generation."""
+    lines = []
     for j in jurisdictions:
         if j.boundary is None:
             named = "-"
@@ -73,8 +83,17 @@ def generation(jurisdictions: Sequence[Jurisdiction]) -> str:
             named = j.boundary_generation
         else:  # a boundary nobody named: its own bytes
             named = hashlib.sha256(j.boundary.wkb).hexdigest()
-        digest.update(f"{j.id}\0{named}\n".encode())
-    return digest.hexdigest()[:32]
+        lines.append(f"{j.id}\0{named}\n")
+    return lines
+
+
+def generation(jurisdictions: Sequence[Jurisdiction]) -> str:
+    """The digest of :func:`names`: the key of a snapshot."""
+    return _digest(names(jurisdictions))
+
+
+def _digest(lines: list[str]) -> str:
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:32]
 
 
 def _header(generation: str) -> bytes:
@@ -91,6 +110,75 @@ def load(
     """The index in the snapshot at ``path`` if it was built from ``generation`` by this code;
     else ``None`` (missing, stale or unreadable: said in the log). ``geometries`` are the
     boundaries of that generation, by position: the index holds them."""
+    opened = _open(path)
+    if opened is None:
+        return None
+    built_from, state = opened
+    if built_from != generation:
+        log.info("index snapshot %s is of other boundaries: building the index", path)
+        return None
+    return _restore(path, state, geometries)
+
+
+def load_for(
+    path: Path, jurisdictions: Sequence[Jurisdiction]
+) -> BoundaryIndex | PatchedIndex | None:
+    """The index of these jurisdictions from the snapshot at ``path``: as saved when it was built
+    from the same boundaries; patched when it was built from boundaries of which at most
+    :func:`~boundaries.patched.patchable` changed (or came or went) since; else ``None``."""
+    opened = _open(path)
+    if opened is None:
+        return None
+    built_from, state = opened
+    now = names(jurisdictions)
+    if built_from == _digest(now):
+        return _restore(path, state, [j.boundary for j in jurisdictions])
+    raw = state.get("built_from")
+    try:
+        if not isinstance(raw, np.ndarray):
+            raise TypeError("no names of what it was built from")
+        then = [f"{line}\n" for line in raw.tobytes().decode().split("\n")[:-1]]
+    except (TypeError, UnicodeDecodeError) as exc:
+        log.warning("index snapshot %s is damaged (%s): building the index", path, exc)
+        return None
+    # Each position of then: where it is now, while its boundary is the same (else -1).
+    position_now = {j.id: p for p, j in enumerate(jurisdictions)}
+    kept = np.full(len(then), -1, dtype=np.intp)
+    geometries: list[BaseGeometry | None] = [_GONE] * len(then)
+    for p, line in enumerate(then):
+        q = position_now.get(line.partition("\0")[0], -1)
+        if q >= 0 and now[q] == line:
+            kept[p] = q
+            geometries[p] = jurisdictions[q].boundary
+    new = np.ones(len(jurisdictions), dtype=bool)
+    new[kept[kept >= 0]] = False
+    changed = np.flatnonzero(new).tolist()
+    if not patchable(len(changed), len(jurisdictions)):
+        log.info("index snapshot %s is of boundaries too far from these: building the index", path)
+        return None
+    base = _restore(path, state, geometries)
+    if base is None:
+        return None
+    found = [jurisdictions[q].boundary for q in changed]
+    index = patch_index(base, kept, changed, found, len(jurisdictions))
+    if index is not None:
+        log.info(
+            "index snapshot %s patched: %d boundaries changed or came, %d went or changed",
+            path,
+            len(changed),
+            int((kept < 0).sum()),
+        )
+    return index
+
+
+#: What stands in the built index for a boundary that changed or went since: never answered
+#: (the patch leaves its position out), so anything that is a geometry will do.
+_GONE = shapely.Polygon()
+
+
+def _open(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """The generation a snapshot was built from and its state, when it was written by this code;
+    else ``None`` (said in the log)."""
     try:
         with path.open("rb") as f:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -102,20 +190,31 @@ def load(
     except OSError as exc:
         log.warning("index snapshot %s cannot be read (%s): building the index", path, exc)
         return None
-    header = _header(generation)
-    if mapped[: len(header)] != header:
-        log.info("index snapshot %s is of other boundaries or code: building the index", path)
+    end = mapped.find(b"\n", len(_MAGIC))
+    made_by = mapped[len(_MAGIC) : end].split() if end > 0 else []
+    if (
+        mapped[: len(_MAGIC)] != _MAGIC
+        or len(made_by) != 2
+        or made_by[1] != _code_digest().encode()
+    ):
+        log.info("index snapshot %s is of another format or code: building the index", path)
         return None
     try:
-        state = _state(mapped, len(header))
+        state = _state(mapped, end + 1)
     except Exception as exc:  # a torn or damaged file: whatever unpickling says
         log.warning("index snapshot %s is damaged (%s): building the index", path, exc)
         return None
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not isinstance(state.get("index"), dict):
         log.warning("index snapshot %s holds no index: building the index", path)
         return None
+    return made_by[0].decode("ascii", "replace"), state
+
+
+def _restore(
+    path: Path, state: dict[str, Any], geometries: Sequence[BaseGeometry | None]
+) -> BoundaryIndex | None:
     try:
-        return BoundaryIndex.from_shared_state(state, geometries)
+        return BoundaryIndex.from_shared_state(state["index"], geometries)
     except Exception as exc:  # pieces or arrays that do not fit: damaged all the same
         log.warning("index snapshot %s is damaged (%s): building the index", path, exc)
         return None
@@ -143,11 +242,19 @@ def _state(mapped: mmap.mmap, start: int) -> object:
     return pickle.loads(stream, buffers=buffers)
 
 
-def save(path: Path, generation: str, index: BoundaryIndex) -> None:
-    """Write the snapshot atomically (a reader sees the old file or the new one, whole); a
-    store whose directory cannot be written to goes without."""
+def save(path: Path, jurisdictions: Sequence[Jurisdiction], index: BoundaryIndex) -> None:
+    """Write the snapshot of the index built from these jurisdictions atomically (a reader sees
+    the old file or the new one, whole); a store whose directory cannot be written to goes
+    without."""
+    lines = names(jurisdictions)
+    generation = _digest(lines)
+    state = {
+        "index": index.shared_state(),
+        # Out of band, as the arrays: read only when the boundaries are others.
+        "built_from": np.frombuffer("".join(lines).encode(), dtype=np.uint8),
+    }
     buffers: list[pickle.PickleBuffer] = []
-    stream = pickle.dumps(index.shared_state(), protocol=5, buffer_callback=buffers.append)
+    stream = pickle.dumps(state, protocol=5, buffer_callback=buffers.append)
     arrays = [buffer.raw() for buffer in buffers]
     layout = " ".join(str(n) for n in (len(stream), *(a.nbytes for a in arrays)))
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
@@ -174,13 +281,12 @@ def build_resolver(
     built from the same boundaries, else built and written there (``path=None``: no snapshot)."""
     if path is None:
         return Resolver(jurisdictions, fallback=fallback)
-    built_from = generation(jurisdictions)
-    index = load(path, built_from, [j.boundary for j in jurisdictions])
-    if index is not None:
-        return Resolver(jurisdictions, fallback=fallback, _index=index)
+    found = load_for(path, jurisdictions)
+    if found is not None:
+        return Resolver(jurisdictions, fallback=fallback, _index=found)
     index = BoundaryIndex([j.boundary for j in jurisdictions])
-    save(path, built_from, index)
+    save(path, jurisdictions, index)
     return Resolver(jurisdictions, fallback=fallback, _index=index)
 
 
-__all__ = ["build_resolver", "generation", "load", "save", "snapshot_path"]
+__all__ = ["build_resolver", "generation", "load", "load_for", "names", "save", "snapshot_path"]

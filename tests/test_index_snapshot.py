@@ -14,10 +14,13 @@ import pytest
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from boundaries import patched
 from boundaries.index import BoundaryIndex
+from boundaries.patched import PatchedIndex
 from common.models import Jurisdiction
 from resolver import index_snapshot
-from resolver.index_snapshot import build_resolver, generation, load, snapshot_path
+from resolver.index_snapshot import build_resolver, generation, load, load_for, snapshot_path
+from tests.test_patched_index import assert_answers_as_built
 
 
 def _grid_of_boxes(n: int = 12, shrink: float = 0.0) -> list[Jurisdiction]:
@@ -61,8 +64,9 @@ def test_a_snapshot_is_written_then_used_with_the_same_answers(tmp_path: Path) -
 
 
 def test_a_snapshot_of_other_boundaries_is_refused_and_replaced(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(patched, "PATCH_LIMIT", 0)  # no patch (the test below)
     path = tmp_path / "s.sqlite.index"
     old = _grid_of_boxes()
     build_resolver(old, None, path)
@@ -70,7 +74,8 @@ def test_a_snapshot_of_other_boundaries_is_refused_and_replaced(
     assert generation(new) != generation(old)
     with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
         assert load(path, generation(new), boundaries(new)) is None
-    assert "other boundaries" in caplog.text
+        assert load_for(path, new) is None
+    assert "other boundaries" in caplog.text and "too far" in caplog.text
     resolver = build_resolver(new, None, path)
     # the stale index would say the changed square still covers (0.75, 0.5)
     assert resolver.resolve(0.5, 0.75).jurisdiction is None
@@ -95,22 +100,61 @@ def test_the_loaded_index_holds_the_jurisdictions_own_boundaries(tmp_path: Path)
         assert np.array_equal(a, b)
 
 
+def test_a_snapshot_of_a_few_boundaries_ago_is_patched_not_built_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A restart after a few registry changes: the snapshot is loaded as built and patched with
+    # them (as the server patched its index while running), and it is kept as it is.
+    path = tmp_path / "s.sqlite.index"
+    old = _grid_of_boxes()
+    build_resolver(old, None, path)
+    written = path.read_bytes()
+    new = _grid_of_boxes(shrink=0.5)  # (0, 0) shrunk
+    new = [j for j in new if j.id != "b0505"]  # one gone
+    new.append(Jurisdiction(id="a-new", name="New").with_boundary(box(3.5, 3.5, 4.5, 4.5)))
+    new.append(Jurisdiction(id="b-none", name="No boundary"))
+    with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
+        restarted = build_resolver(new, None, path)
+    assert isinstance(restarted.index, PatchedIndex)
+    assert "patched: 3 boundaries changed or came, 2 went or changed" in caplog.text
+    assert path.read_bytes() == written
+    assert_answers_as_built(restarted, _points(seed=5))
+    assert restarted.resolve(0.5, 0.75).jurisdiction is None  # the shrunk square's old part
+    assert len(new) - 2 in restarted.index.covering(4.0, 4.0).tolist()  # the new one covers
+
+
+def test_a_snapshot_in_another_order_is_patched_in_order(tmp_path: Path) -> None:
+    # The positions kept are mapped to where they are now; answers stay ascending.
+    path = tmp_path / "s.sqlite.index"
+    old = _grid_of_boxes()
+    build_resolver(old, None, path)
+    new = [*old[72:], *old[:72]]
+    new[0] = new[0].with_boundary(box(6.0, 0.0, 6.5, 1.0))
+    restarted = build_resolver(new, None, path)
+    assert isinstance(restarted.index, PatchedIndex)
+    lats, longs = _points(seed=9)
+    longs[-400:] = 6.0  # on the border of the squares now first and those now last
+    assert_answers_as_built(restarted, (lats, longs))
+
+
 def test_a_snapshot_of_the_previous_format_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Format 2 held the same state with its arrays inside the pickle; the same boundaries and
-    # code in that format are refused by the header, and the snapshot is rebuilt in the new one.
+    # Format 3 held the index's state alone, without the names of what it was built from; the
+    # same boundaries and code in that format are refused by the header, and the snapshot is
+    # rebuilt in the new one.
     path = tmp_path / "s.sqlite.index"
     entries = _grid_of_boxes()
     built = build_resolver(entries, None, path)
     assert path.read_bytes().startswith(index_snapshot._MAGIC)
-    assert index_snapshot._MAGIC.endswith(b" 3\n")
+    assert index_snapshot._MAGIC.endswith(b" 4\n")
     made_by = path.read_bytes().split(b"\n")[1]  # generation and code digest
     state = pickle.dumps(built.index.shared_state(), protocol=pickle.HIGHEST_PROTOCOL)
-    path.write_bytes(b"GEOWEB-INDEX-SNAPSHOT 2\n" + made_by + b"\n" + state)
+    path.write_bytes(b"GEOWEB-INDEX-SNAPSHOT 3\n" + made_by + b"\n" + state)
     with caplog.at_level(logging.INFO, logger=index_snapshot.__name__):
         assert load(path, generation(entries), boundaries(entries)) is None
-    assert "other boundaries or code" in caplog.text
+        assert load_for(path, entries) is None
+    assert "another format or code" in caplog.text
     build_resolver(entries, None, path)
     assert path.read_bytes().startswith(index_snapshot._MAGIC)
 
@@ -167,7 +211,7 @@ def test_a_snapshot_that_does_not_fit_its_boundaries_is_rebuilt(
     small = _grid_of_boxes(4)
     build_resolver(small, None, path)
     other = path.read_bytes()
-    build_resolver(entries, None, path)
+    index_snapshot.save(path, entries, BoundaryIndex(boundaries(entries)))
     data = path.read_bytes()
     header = data[: data.index(b"\n", len(index_snapshot._MAGIC)) + 1]
     path.write_bytes(header + other[other.index(b"\n", len(index_snapshot._MAGIC)) + 1 :])
