@@ -120,6 +120,24 @@ class PatchedIndex:
         return keys // span, keys % span
 
 
+def moves(
+    before: Sequence[tuple[str, str | None]], after: Sequence[tuple[str, str | None]]
+) -> tuple[IntArray, list[int]]:
+    """Where the positions of one list of (id, boundary generation) went in another: for each
+    position before, its position after while its boundary is the same (else -1, as for one
+    gone); and the positions after whose boundaries are new or changed (the ``kept`` and
+    ``changed`` of :func:`patch_index`)."""
+    where = {key[0]: q for q, key in enumerate(after)}
+    kept = np.full(len(before), -1, dtype=np.intp)
+    for p, key in enumerate(before):
+        q = where.get(key[0], -1)
+        if q >= 0 and after[q] == key:
+            kept[p] = q
+    new = np.ones(len(after), dtype=bool)
+    new[kept[kept >= 0]] = False
+    return kept, np.flatnonzero(new).tolist()
+
+
 def patchable(fresh: int, positions: int) -> bool:
     """Whether a patch of ``fresh`` new or changed boundaries, of ``positions`` in all, is worth
     it (see :data:`PATCH_LIMIT`)."""
@@ -163,4 +181,12 @@ def patch_index(
     return PatchedIndex(base, moved, fresh_positions, [g for _, g in present], positions)
 
 
-__all__ = ["MAPPED_KEPT", "PATCH_LIMIT", "PATCH_SHARE", "PatchedIndex", "patch_index", "patchable"]
+__all__ = [
+    "MAPPED_KEPT",
+    "PATCH_LIMIT",
+    "PATCH_SHARE",
+    "PatchedIndex",
+    "moves",
+    "patch_index",
+    "patchable",
+]

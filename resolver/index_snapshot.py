@@ -45,7 +45,7 @@ from shapely.geometry.base import BaseGeometry
 
 import boundaries.index
 from boundaries.index import BoundaryIndex
-from boundaries.patched import PatchedIndex, patch_index, patchable
+from boundaries.patched import PatchedIndex, moves, patch_index, patchable
 from common.models import Fallback, Jurisdiction
 from resolver.core.decide import Resolver
 
@@ -141,21 +141,14 @@ def load_for(
     except (TypeError, UnicodeDecodeError) as exc:
         log.warning("index snapshot %s is damaged (%s): building the index", path, exc)
         return None
-    # Each position of then: where it is now, while its boundary is the same (else -1).
-    position_now = {j.id: p for p, j in enumerate(jurisdictions)}
-    kept = np.full(len(then), -1, dtype=np.intp)
-    geometries: list[BaseGeometry | None] = [_GONE] * len(then)
-    for p, line in enumerate(then):
-        q = position_now.get(line.partition("\0")[0], -1)
-        if q >= 0 and now[q] == line:
-            kept[p] = q
-            geometries[p] = jurisdictions[q].boundary
-    new = np.ones(len(jurisdictions), dtype=bool)
-    new[kept[kept >= 0]] = False
-    changed = np.flatnonzero(new).tolist()
+    kept, changed = moves(_keys(then), _keys(now))
     if not patchable(len(changed), len(jurisdictions)):
         log.info("index snapshot %s is of boundaries too far from these: building the index", path)
         return None
+    # The boundaries the snapshot was built from, where they are still the same.
+    geometries: list[BaseGeometry | None] = [_GONE] * len(then)
+    for p in np.flatnonzero(kept >= 0).tolist():
+        geometries[p] = jurisdictions[kept[p]].boundary
     base = _restore(path, state, geometries)
     if base is None:
         return None
@@ -169,6 +162,11 @@ def load_for(
             int((kept < 0).sum()),
         )
     return index
+
+
+def _keys(lines: list[str]) -> list[tuple[str, str | None]]:
+    """(id, the whole line) of each of :func:`names`: the line names the boundary."""
+    return [(line.partition("\0")[0], line) for line in lines]
 
 
 #: What stands in the built index for a boundary that changed or went since: never answered

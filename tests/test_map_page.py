@@ -183,7 +183,9 @@ async def test_a_page_of_another_origin_reads_service_but_may_not_register(
     browser: Any, base: str, aiohttp_server: ServerFactory
 ) -> None:
     script = f"""
-    <!doctype html><title>another app</title><script>
+    <!doctype html><title>another app</title><body><script>
+    // In the body: a fetch may answer before the parser would have made a body after a script
+    // in the head, and the handlers below write to it.
     fetch("{base}/service?lat={CITY_HALL[0]}&long={CITY_HALL[1]}")
       .then(r => r.json())
       .then(body => {{ document.body.dataset.result = JSON.stringify(body); }})

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import shapely
 
 from boundaries.index import BoundaryIndex
-from boundaries.patched import PatchedIndex, patch_index
+from boundaries.patched import PatchedIndex, moves, patch_index
 from common.errors import GeoWebError, InvalidCoordinates, InvalidInput, UnknownJurisdiction
 from common.models import (
     Answer,
@@ -237,21 +237,9 @@ class Resolver:
             kept = np.arange(len(merged), dtype=np.intp)
             kept[changed] = -1
         else:
-            merged = []
-            # Each old position's position in ``merged`` while its boundary is the same, or -1.
-            kept = np.full(len(self.jurisdictions), -1, dtype=np.intp)
-            for position, old in enumerate(self.jurisdictions):
-                if old.id in gone:
-                    continue
-                new = by_id.pop(old.id, old)
-                if new.boundary_generation == old.boundary_generation:
-                    kept[position] = len(merged)
-                else:
-                    changed.append(len(merged))
-                merged.append(new)
-            for new in by_id.values():
-                changed.append(len(merged))
-                merged.append(new)
+            merged = [by_id.pop(j.id, j) for j in self.jurisdictions if j.id not in gone]
+            merged.extend(by_id.values())
+            kept, changed = moves(_boundary_keys(self.jurisdictions), _boundary_keys(merged))
         index: SpatialIndex | None = self.index
         if changed or not same_ids:
             boundaries = [merged[p].boundary for p in changed]
@@ -422,6 +410,10 @@ def _why_not(candidate: Candidate, chosen: Candidate | None, concern: str | None
     else:  # pragma: no cover - every candidate is either refused or less specific
         why = "not chosen"
     return Candidate(candidate.jurisdiction, candidate.concern_status, candidate.matches, why)
+
+
+def _boundary_keys(jurisdictions: Sequence[Jurisdiction]) -> list[tuple[str, str | None]]:
+    return [(j.id, j.boundary_generation) for j in jurisdictions]
 
 
 def _index_generation(jurisdictions: Sequence[Jurisdiction]) -> str:
