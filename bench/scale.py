@@ -72,7 +72,7 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
     replace_start = time.perf_counter()
     resolver.replace([dataclasses.replace(one, name=one.name + " (renamed)")])
     renamed = step("replace_one_name", replace_start)
-    resolver.replace([one.with_boundary(affinity.translate(one.boundary, 1e-4, 0.0))])
+    patched = resolver.replace([one.with_boundary(affinity.translate(one.boundary, 1e-4, 0.0))])
     step("replace_one_boundary", renamed)
     grid = resolver.index.grid
     out.update(
@@ -90,6 +90,8 @@ def measure(db: Path, points: int, seed: int, runs: int = 3) -> dict[str, Any]:
     for kind in ("uniform", "mix"):
         lats, longs = workloads.points(kind, present, points, seed)
         out[kind] = workloads.measure(resolver, tree, lats, longs, min(points, 10_000), 3)
+    # How a server answers once a registry change patched its index (until the next build).
+    out["mix_patched"] = workloads.measure(patched, tree, lats, longs, min(points, 10_000), 3)
     return out
 
 

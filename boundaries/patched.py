@@ -72,6 +72,11 @@ class PatchedIndex:
         """The built index's grid (the small one's is not counted)."""
         return self.base.grid
 
+    def grid_paths(self, lats: ArrayLike, longs: ArrayLike) -> NDArray[np.int8]:
+        """How the built index answers each point (see
+        :meth:`~boundaries.index.BoundaryIndex.grid_paths`): for tests and benchmarks."""
+        return self.base.grid_paths(lats, longs)
+
     def covering(self, lat: float, long: float) -> IntArray:
         """The positions whose geometry covers the point, ascending (borders count).
 
